@@ -1,0 +1,50 @@
+# medsweep — `make train` and `make test` work on a fresh clone; `make help` lists every target.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.stamp-install
+EXP ?=
+FOLDS ?= 5
+ARGS ?=
+DIR ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test lint format cv report clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[dev,slurm]'
+	$(PIP) install -q --no-deps animal-mnist==0.4
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install medsweep with its dev tools (once; redone when pyproject.toml changes)
+
+train: install ## train the default configuration on the built-in offline digits data
+	$(PY) train.py $(ARGS)
+
+test: install ## run the test suite (CPU, offline)
+	$(VENV)/bin/pytest -q $(ARGS)
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check src tests train.py
+	$(VENV)/bin/ruff format --check src tests train.py
+
+format: install ## ruff format and autofix
+	$(VENV)/bin/ruff format src tests train.py
+	$(VENV)/bin/ruff check --fix src tests train.py
+
+cv: install ## k-fold cross-validation: make cv EXP=<preset> FOLDS=5 ARGS="model=resnet18"
+	$(PY) train.py -m $(if $(EXP),experiment=$(EXP)) fold=kfold fold.n_folds=$(FOLDS) 'fold.index=range($(FOLDS))' $(ARGS)
+
+report: install ## tables, statistics and figures of a sweep: make report DIR=outputs/multirun/...
+	$(VENV)/bin/medsweep report $(DIR) $(ARGS)
+
+clean: ## remove run outputs and caches (keeps .venv)
+	rm -rf outputs multirun lightning_logs .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

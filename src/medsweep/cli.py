@@ -1,0 +1,167 @@
+"""The ``medsweep`` command line; each subcommand registers itself in ``COMMANDS``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+from rich.text import Text
+
+from medsweep import __version__
+
+if TYPE_CHECKING:
+    from medsweep.report import Report
+
+def _add_report_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="tables, statistics and figures of a sweep's metrics.json files",
+        description=(
+            "Collect every metrics.json under DIR (a Hydra multirun folder or any tree of runs), "
+            "group runs by configuration, and write per-fold and summary tables, paired "
+            "statistics against a baseline, figures and an HTML page to DIR/report/."
+        ),
+    )
+    parser.add_argument("dir", type=Path, metavar="DIR", help="folder holding the runs")
+    parser.add_argument(
+        "--metric",
+        help="metric to rank configurations by, e.g. val/auroc or test/f1 "
+        "(default: val/auroc, else the first available)",
+    )
+    parser.add_argument(
+        "--baseline",
+        help='baseline configuration: its key ("loss=ce,optimizer=adam") or overrides that '
+        'name one configuration ("loss=ce"); default: the default config, else the first',
+    )
+    parser.add_argument("--out", type=Path, help="output folder (default: DIR/report)")
+    parser.add_argument(
+        "--no-wandb", action="store_true", help="do not log the summary table to W&B"
+    )
+    parser.add_argument("--no-figures", action="store_true", help="skip drawing figures")
+    parser.set_defaults(handler=_run_report)
+
+
+# Subcommands (evaluate, predict, bench) add a registration function here.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_report_command,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="medsweep", description="Experiment suite for image classification studies."
+    )
+    parser.add_argument("--version", action="version", version=f"medsweep {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def _metric_columns_that_fit(report: Report, console: Console) -> list[str]:
+    """The ranking metric, then other metrics of its split while the table fits the terminal."""
+    chosen = report.metric
+    if chosen is None:
+        return []
+    split = chosen.split("/", 1)[0]
+    others = [m for m in report.metrics if m.startswith(f"{split}/") and m != chosen]
+    name_width = min(max((len(c) for c in report.summary_text["Configuration"]), default=10), 40)
+    fixed = name_width + 24 + 10 + 8 + 30  # Δ, ok folds, failed, notes
+    budget = console.width - fixed - 17
+    columns = [chosen]
+    for metric in others:
+        if budget < 17:
+            break
+        columns.append(metric)
+        budget -= 17
+    return columns
+
+
+def _print_report(report: Report, console: Console) -> None:
+    """Print the summary, failed runs and written files of a built report."""
+    from medsweep.report.configs import display_name
+
+    text = report.summary_text
+    shown = _metric_columns_that_fit(report, console)
+    order = "higher is better" if report.higher_is_better else "lower is better"
+    title = f"{report.root} — sorted by {report.metric or '—'} ({order})"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    columns = ["Configuration", *shown]
+    columns += [c for c in ("Δ vs baseline (95% CI)", "ok folds", "failed", "notes") if c in text]
+    for column in columns:
+        table.add_column(column, justify="left" if column in {"Configuration", "notes"} else "right")
+    for _, row in text.iterrows():
+        style = "red" if row["failed"] and row["ok folds"].startswith("0") else None
+        table.add_row(*(Text(str(row[c])) for c in columns), style=style)
+    console.print(table)
+    if report.baseline is not None and len(report.summary) > 1:
+        console.print(
+            Text(f"Baseline: {display_name(report.baseline)}; '*' = 95% CI of the corrected "
+                 "resampled t-test excludes 0 (see stats.md).")
+        )
+    for key, folds in report.missing.items():
+        if folds:
+            message = f"missing folds in {display_name(key)}: {', '.join(map(str, folds))}"
+            console.print(Text(message, style="yellow"))
+    if len(report.failed):
+        failed = Table(title=f"Failed runs ({len(report.failed)})", title_justify="left")
+        for column in ("run", "configuration", "fold", "error"):
+            failed.add_column(column, style="red" if column == "error" else None)
+        for _, row in report.failed.iterrows():
+            failed.add_row(*(Text(str(row[c])) for c in ("run", "configuration", "fold", "error")))
+        console.print(failed)
+    console.print(Text(f"Report written to {report.out_dir}/", style="bold green"))
+    for key in ("html", "summary_md", "summary_csv", "folds_csv", "stats_md", "stats_csv"):
+        if key in report.files:
+            console.print(Text(f"  {report.files[key]}"))
+    n_configs = sum(1 for k in report.files if k.startswith("per_config:"))
+    if n_configs:
+        console.print(Text(f"  {report.out_dir / 'per_config'}/ ({n_configs} configurations)"))
+    if "fold_scores" in report.files:
+        console.print(Text(f"  {report.out_dir / 'figures'}/"))
+    if report.wandb_dir is not None:
+        console.print(Text(f"  W&B run: {report.wandb_dir}"))
+
+
+def _run_report(args: argparse.Namespace, console: Console) -> int:
+    from medsweep.report import build_report
+
+    report = build_report(
+        args.dir,
+        metric=args.metric,
+        baseline=args.baseline,
+        out=args.out,
+        figures=not args.no_figures,
+        wandb=not args.no_wandb,
+    )
+    _print_report(report, console)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``medsweep`` command line; returns the exit status."""
+    from medsweep.report.errors import ReportError
+
+    args = build_parser().parse_args(argv)
+    console = Console()
+    err_console = Console(stderr=True)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
+    try:
+        return args.handler(args, console)
+    except ReportError as err:
+        err_console.print(Text.assemble(("error: ", "bold red"), str(err)))
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""The task-agnostic LightningModule: binary, multiclass and multilabel classification."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medsweep.metrics import build_metrics, flatten_results
+
+STAGES = ("train", "val", "test")
+
+
+def dense_targets(target: torch.Tensor, task: str, units: int) -> torch.Tensor:
+    """Float targets shaped like the logits: one-hot (multiclass), (B, 1) (binary), multi-hot."""
+    if task == "multiclass":
+        return F.one_hot(target, units).float()
+    if task == "binary":
+        return target.float().view(-1, 1)
+    return target.float()
+
+
+def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Softmax for multiclass; sigmoid otherwise ((B,) for binary)."""
+    if task == "multiclass":
+        return logits.softmax(dim=1)
+    probs = logits.sigmoid()
+    return probs.view(-1) if task == "binary" else probs
+
+
+class ClassificationModule(L.LightningModule):
+    """Trains ``model`` with ``loss``; optimizer and scheduler come as partials from the config."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module, optimizer: Callable, task: str,
+                 classes: list[str], scheduler: Callable | None = None,
+                 scheduler_interval: str = "epoch", scheduler_monitor: str | None = None,
+                 backbone_lr_scale: float = 1.0, batch_transform: Callable | None = None):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor
+        self.backbone_lr_scale = backbone_lr_scale
+        self.batch_transform = batch_transform
+        self.task = task
+        self.classes = list(classes)
+        self.units = 1 if task == "binary" else len(self.classes)
+        self.metrics = nn.ModuleDict({f"{s}_metrics": build_metrics(task, len(self.classes)) for s in STAGES})
+        self.results: dict[str, dict] = {}
+        self._updated: set[str] = set()
+        self.save_hyperparameters({"task": task, "classes": self.classes})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        target = dense_targets(y, self.task, self.units)
+        mixed = stage == "train" and self.batch_transform is not None
+        if mixed:
+            x, target = self.batch_transform(x, target)
+        logits = self(x)
+        loss = self.loss_fn(logits, target)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
+                 batch_size=len(x))
+        if not mixed:  # metrics on soft (mixed) targets would be meaningless
+            self.metrics[f"{stage}_metrics"].update(probabilities(logits.detach(), self.task), y.int() if
+                                       self.task == "multilabel" else y)
+            self._updated.add(stage)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return probabilities(self(x), self.task)
+
+    def _epoch_end(self, stage: str) -> None:
+        if stage not in self._updated:
+            return
+        self._updated.discard(stage)
+        collection = self.metrics[f"{stage}_metrics"]
+        try:
+            raw = collection.compute()
+        finally:
+            collection.reset()
+        scalars, confusion = flatten_results(raw, self.classes)
+        self.log_dict({f"{stage}/{k}": v for k, v in scalars.items()}, prog_bar=False)
+        self.results[stage] = {"metrics": scalars, "confusion": confusion}
+
+    def on_train_epoch_end(self) -> None:
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """Backbone and head groups; the backbone's learning rate is scaled by ``backbone_lr_scale``."""
+        backbone = getattr(self.model, "backbone", None)
+        head = getattr(self.model, "head", None)
+        if backbone is None or head is None or self.backbone_lr_scale == 1.0:
+            return [{"params": list(self.model.parameters()), "name": "all"}]
+        return [{"params": list(backbone.parameters()), "lr": lr * self.backbone_lr_scale, "name": "backbone"},
+                {"params": list(head.parameters()), "lr": lr, "name": "head"}]
+
+    def configure_optimizers(self):
+        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr", 1e-3)
+        optimizer = self.optimizer_factory(self.parameter_groups(lr))
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": self.scheduler_interval}
+        if self.scheduler_monitor:
+            scheduler["monitor"] = self.scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

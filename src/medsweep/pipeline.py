@@ -1,0 +1,196 @@
+"""The one wiring place: builds data, model, module, trainer from a composed config and runs them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from medsweep.callbacks import History, Timing
+from medsweep.data.datamodule import ImageDataModule
+from medsweep.module import ClassificationModule
+from medsweep.results import base_record, git_revision, parse_overrides, versions, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def run_overrides(cfg: DictConfig) -> dict[str, object]:
+    """The overrides that define this run: Hydra's task overrides, or ``cfg.overrides`` outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return parse_overrides(list(HydraConfig.get().overrides.task))
+    return parse_overrides(list(cfg.get("overrides") or []))
+
+
+def build_datamodule(cfg: DictConfig, run_dir: Path | None = None) -> ImageDataModule:
+    """Source, fold splitter, transforms and balancing from ``cfg.data``, ``cfg.fold``, ..."""
+    data = cfg.data
+    source = instantiate(data.source).with_task(cfg.get("task"))
+    balance = instantiate(cfg.balance)
+    aug = cfg.augmentation
+    dm = ImageDataModule(
+        source=source,
+        splitter=instantiate(cfg.fold),
+        image_size=data.image_size,
+        channels=data.channels,
+        normalization=data.normalization,
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        train_albumentations=[instantiate(op) for op in aug.get("albumentations") or []],
+        train_monai=[instantiate(op) for op in aug.get("monai") or []],
+        seed=cfg.seed,
+        splits_path=run_dir / "splits.json" if run_dir else None,
+        pin_memory=data.get("pin_memory", False),
+        train_sampler=balance.sampler,
+        train_index_hook=balance.train_indices,
+    )
+    dm.setup()
+    dm.balance = balance
+    return dm
+
+
+def build_module(cfg: DictConfig, dm: ImageDataModule) -> ClassificationModule:
+    """Model, loss (with class balancing from the training fold), optimizer and scheduler."""
+    model = instantiate(cfg.model, num_classes=dm.output_units, in_chans=dm.channels)
+    train_labels = dm.datasets["train"].labels() if dm.datasets else dm.source.labels
+    loss = instantiate(cfg.loss, task=dm.task, **dm.balance.loss_kwargs(train_labels, dm.task,
+                                                                        len(dm.classes)))
+    sched = cfg.scheduler
+    batch_cfg = cfg.augmentation.get("batch_transform")
+    return ClassificationModule(
+        model=model,
+        loss=loss,
+        optimizer=instantiate(cfg.optimizer),
+        task=dm.task,
+        classes=dm.classes,
+        scheduler=instantiate(sched.scheduler) if sched.get("scheduler") else None,
+        scheduler_interval=sched.get("interval", "epoch"),
+        scheduler_monitor=sched.get("monitor"),
+        backbone_lr_scale=cfg.finetune.get("backbone_lr_scale", 1.0),
+        batch_transform=instantiate(batch_cfg, task=dm.task, num_classes=len(dm.classes))
+        if batch_cfg else None,
+    )
+
+
+def _instantiate_dict(group: DictConfig | None) -> list:
+    return [instantiate(v) for v in (group or {}).values() if v is not None and "_target_" in v]
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> L.Trainer:
+    """Trainer from ``cfg.trainer`` with the callbacks and loggers of their groups."""
+    callbacks = _instantiate_dict(cfg.get("callbacks")) + extra_callbacks
+    if cfg.finetune.get("policy"):
+        callbacks.append(instantiate(cfg.finetune.policy))
+    loggers = _instantiate_dict(cfg.get("logger"))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                       default_root_dir=str(run_dir))
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback else ""
+    return path or None
+
+
+def _evaluate(trainer: L.Trainer, module: ClassificationModule, dm: ImageDataModule,
+              ckpt: str | None) -> dict:
+    """Validation and test metrics at ``ckpt`` (or the current weights)."""
+    out: dict = {"val": {}, "test": {}, "confusion": {}}
+    parts = ["val"] + (["test"] if len(dm.splits.test) else [])
+    for part in parts:
+        run = trainer.validate if part == "val" else trainer.test
+        run(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
+        result = module.results.get(part, {"metrics": {}, "confusion": []})
+        out[part] = {k: v for k, v in trainer.callback_metrics.items() if k == f"{part}/loss"}
+        out[part] = {"loss": float(out[part][f"{part}/loss"])} if out[part] else {}
+        out[part].update(result["metrics"])
+        out["confusion"][part] = result["confusion"]
+    return out
+
+
+def _relative(path: str | None, root: Path) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run one configuration end to end; always leaves ``metrics.json`` in the run folder."""
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = run_overrides(cfg)
+    fold = cfg.fold.get("index", 0)
+    record = base_record(overrides, cfg.seed, fold, cfg.fold.get("n_folds", 1))
+    record["paths"] = {"run_dir": str(run_dir.resolve()), "config": ".hydra/config.yaml"}
+    metrics_path = run_dir / "metrics.json"
+    try:
+        L.seed_everything(cfg.seed, workers=True)
+        dm = build_datamodule(cfg, run_dir)
+        module = build_module(cfg, dm)
+        history, timing = History(run_dir / "history.csv"), Timing()
+        trainer = build_trainer(cfg, run_dir, [history, timing])
+        record.update({"task": dm.task, "classes": dm.classes, "sizes": dm.splits.sizes(),
+                       "monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode})
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
+        best = _best_checkpoint(trainer)
+        record["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"]) \
+            if best else trainer.current_epoch - 1
+        record["epochs_run"] = trainer.current_epoch
+        record.update(_evaluate(trainer, module, dm, best))
+        record["timing"] = timing.summary()
+        last = getattr(trainer.checkpoint_callback, "last_model_path", None)
+        record["paths"].update({"checkpoint": _relative(best, run_dir),
+                                "last_checkpoint": _relative(last, run_dir),
+                                "history": "history.csv", "splits": "splits.json"})
+        record["wandb"] = _wandb_entry(trainer)
+        record.update({"status": "ok", "versions": versions(), "git": git_revision()})
+        write_json_atomic(metrics_path, {k: v for k, v in record.items() if v is not None or k == "error"})
+        return record
+    except BaseException as exc:
+        record.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                       "traceback": traceback.format_exc()})
+        write_json_atomic(metrics_path, record)
+        raise
+    finally:
+        _finish_wandb()
+
+
+def _wandb_entry(trainer: L.Trainer) -> dict | None:
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if type(logger).__name__ == "WandbLogger" and experiment is not None:
+            return {"project": experiment.project, "dir": str(Path(experiment.dir).parent),
+                    "id": experiment.id, "mode": "offline" if experiment.settings._offline else "online"}
+    return None
+
+
+def _finish_wandb() -> None:
+    """Close an open W&B run so its offline files are complete before the next job starts."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def compose_config(overrides: list[str] | None = None, config_dir: str | Path | None = None) -> DictConfig:
+    """Compose ``conf/train.yaml`` with overrides outside a Hydra app (notebooks, tests)."""
+    from hydra import compose, initialize_config_dir
+
+    from medsweep.config import register_resolvers
+
+    register_resolvers()
+    config_dir = Path(config_dir or Path(__file__).resolve().parents[2] / "conf").resolve()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides or []))
+    OmegaConf.set_struct(cfg, False)
+    cfg.overrides = list(overrides or [])
+    return cfg

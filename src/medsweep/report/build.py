@@ -1,0 +1,405 @@
+"""Build a sweep report: collect runs, compute tables and statistics, write files and figures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from medsweep.report import html_page
+from medsweep.report.collect import collect_runs, config_order, higher_is_better, metric_columns
+from medsweep.report.configs import display_name, resolve_baseline, safe_names
+from medsweep.report.errors import ReportError
+from medsweep.report.stats import STATS_COLUMNS, compare_to_baseline
+from medsweep.report.tables import (
+    failed_runs_table,
+    missing_folds,
+    per_fold_table,
+    stats_display,
+    summary_display,
+    summary_table,
+    to_markdown,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRIC = "val/auroc"
+REPORT_DIRNAME = "report"
+MARKER_FILE = ".medsweep-report"
+# Folders the report owns and rewrites on each build (only when the marker says it made them).
+OWNED_DIRS = ("figures", "per_config")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+STATS_METHOD = (
+    "Differences are configuration minus baseline, paired by fold. 95% CI and p from the "
+    "corrected resampled t-test (Nadeau & Bengio 2003): variance (1/k + n_eval/n_train)·s², "
+    "df = k-1; n_eval is the validation or test size as the metric says, and 1/(k-1) is used "
+    "when sizes are unknown. p (Wilcoxon) from scipy.stats.wilcoxon (two-sided; — with fewer "
+    "than two non-zero or all-identical differences). Significant: the CI excludes 0."
+)
+
+
+@dataclass
+class Report:
+    """Everything a report holds: runs, tables, statistics and where the files went."""
+
+    root: Path
+    out_dir: Path
+    runs: pd.DataFrame
+    metric: str | None
+    metrics: list[str]
+    baseline: str | None
+    summary: pd.DataFrame
+    summary_text: pd.DataFrame
+    stats: pd.DataFrame
+    per_config: dict[str, pd.DataFrame]
+    failed: pd.DataFrame
+    missing: dict[str, list[int]]
+    files: dict[str, Path] = field(default_factory=dict)
+    wandb_dir: Path | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether larger values of the chosen metric rank first."""
+        return self.metric is None or higher_is_better(self.metric, self.runs)
+
+
+def resolve_metric(runs: pd.DataFrame, metric: str | None) -> str | None:
+    """Return the metric to rank by: ``metric`` if valid, else val/auroc or the first available."""
+    available = metric_columns(runs)
+    if metric is not None:
+        if metric in available:
+            return metric
+        valid = ", ".join(available) if available else "none (no run finished with metrics)"
+        raise ReportError(f"unknown metric {metric!r}; valid metrics are: {valid}")
+    if DEFAULT_METRIC in available:
+        return DEFAULT_METRIC
+    headline = metric_columns(runs, headline_only=True)
+    preferred = [m for m in headline if not m.endswith("/loss")] or headline or available
+    return preferred[0] if preferred else None
+
+
+def _check_out_dir(root: Path, out_dir: Path) -> None:
+    """Refuse an output folder that would mix report files with the runs themselves."""
+    root_r, out_r = root.resolve(), out_dir.resolve()
+    if out_r == root_r or root_r.is_relative_to(out_r):
+        raise ReportError(
+            f"output folder {out_dir} holds the runs of {root}; choose a separate folder "
+            f"(default: {root / REPORT_DIRNAME})"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReportError(f"output path {out_dir} exists and is not a folder")
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / MARKER_FILE
+    if marker.is_file():
+        for name in OWNED_DIRS:
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+    marker.write_text("This folder is written by `medsweep report`; it rewrites figures/ and "
+                      "per_config/ here on each run.\n")
+
+
+def _run_file_name(run: str) -> str:
+    return "run" if run in {"", "."} else _UNSAFE.sub("_", run.replace("/", "__")).strip("._")
+
+
+def _draw_figures(report: Report) -> dict[str, list[Path]]:
+    """Draw the training curves of each run and the fold-score plot; return them by config."""
+    from medsweep.report.plots import plot_fold_scores, plot_history
+
+    figures_dir = report.out_dir / "figures"
+    drawn: dict[str, list[Path]] = {}
+    for _, row in report.runs.iterrows():
+        if not row["history"]:
+            continue
+        title = f"{display_name(row['config_key'])} — {row['run']} ({row['status']})"
+        try:
+            path = plot_history(
+                row["history"],
+                figures_dir / "curves" / f"{_run_file_name(row['run'])}.png",
+                monitor=row["monitor"] if isinstance(row["monitor"], str) else None,
+                best_epoch=None if pd.isna(row["best_epoch"]) else int(row["best_epoch"]),
+                title=title,
+            )
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            log.warning("%s: training curves not drawn (%s)", row["history"], err)
+            continue
+        if path is not None:
+            drawn.setdefault(row["config_key"], []).append(path)
+    if report.metric:
+        order = report.summary["config_key"].tolist()
+        name = _UNSAFE.sub("_", report.metric.replace("/", "_"))
+        path = plot_fold_scores(
+            report.runs,
+            report.metric,
+            figures_dir / f"fold_scores_{name}.png",
+            order=order,
+            baseline=report.baseline,
+        )
+        if path is not None:
+            report.files["fold_scores"] = path
+    return drawn
+
+
+def _failed_section_md(failed: pd.DataFrame, level: str = "##") -> str:
+    body = to_markdown(failed) if len(failed) else "None.\n"
+    return f"{level} Failed runs\n\n{body}"
+
+
+def _missing_section_md(missing: dict[str, list[int]]) -> str:
+    lines = [
+        f"- {display_name(k)}: no ok run for fold {', '.join(map(str, v))}"
+        for k, v in missing.items()
+        if v
+    ]
+    return "## Missing folds\n\n" + ("\n".join(lines) if lines else "None.") + "\n"
+
+
+def _stats_for_metric(report: Report, metric: str) -> pd.DataFrame:
+    return report.stats[report.stats["metric"] == metric]
+
+
+def _header_lines(report: Report) -> list[str]:
+    runs = report.runs
+    n_ok = int((runs["status"] == "ok").sum())
+    direction = "higher is better" if report.higher_is_better else "lower is better"
+    lines = [
+        f"Runs folder: {report.root.resolve()}",
+        f"Runs: {len(runs)} ({n_ok} ok, {len(runs) - n_ok} failed) in "
+        f"{runs['config_key'].nunique()} configurations",
+        f"Sorted by: {report.metric or '—'} ({direction})",
+        f"Baseline: {display_name(report.baseline) if report.baseline is not None else '—'}",
+        f"Created: {datetime.now().isoformat(timespec='seconds')}",
+    ]
+    return lines
+
+
+def _write_markdown(report: Report, curves: dict[str, list[Path]]) -> None:
+    out = report.out_dir
+    header = "".join(f"- {line}\n" for line in _header_lines(report))
+    parts = [f"# Sweep report: {report.root.resolve().name}\n\n{header}"]
+    parts.append("## Summary\n\nCells are mean ± std (ddof=1) over ok folds.\n\n")
+    parts[-1] += to_markdown(report.summary_text)
+    if "fold_scores" in report.files:
+        rel = report.files["fold_scores"].relative_to(out).as_posix()
+        parts.append(f"![{report.metric} per fold]({rel})\n")
+    if report.metric and len(report.stats):
+        chosen = stats_display(_stats_for_metric(report, report.metric))
+        parts.append(
+            f"## Comparison with the baseline on {report.metric}\n\n{to_markdown(chosen)}\n"
+            "See stats.md for every metric and the method.\n"
+        )
+    parts.append(_missing_section_md(report.missing))
+    parts.append(_failed_section_md(report.failed))
+    report.files["summary_md"] = out / "summary.md"
+    report.files["summary_md"].write_text("\n".join(parts))
+
+    stats_parts = [f"# Comparison with the baseline: {report.root.resolve().name}\n\n{header}"]
+    stats_parts.append(STATS_METHOD + "\n")
+    if len(report.stats):
+        ordered = [report.metric] + [m for m in report.metrics if m != report.metric]
+        for metric in ordered:
+            rows = _stats_for_metric(report, metric)
+            if len(rows):
+                stats_parts.append(f"## {metric}\n\n{to_markdown(stats_display(rows))}")
+    else:
+        stats_parts.append("No comparison: fewer than two configurations.\n")
+    stats_parts.append(_missing_section_md(report.missing))
+    stats_parts.append(_failed_section_md(report.failed))
+    report.files["stats_md"] = out / "stats.md"
+    report.files["stats_md"].write_text("\n".join(stats_parts))
+
+    per_config_dir = out / "per_config"
+    per_config_dir.mkdir(exist_ok=True)
+    names = safe_names(list(report.per_config))
+    for key, table in report.per_config.items():
+        group = report.runs[report.runs["config_key"] == key]
+        n_ok = int((group["status"] == "ok").sum())
+        info = f"Runs: {len(group)} ({n_ok} ok, {len(group) - n_ok} failed)"
+        if report.missing.get(key):
+            info += " · missing folds: " + ", ".join(map(str, report.missing[key]))
+        text = [f"# Configuration: {display_name(key)}\n\n{info}\n", to_markdown(table, index=True)]
+        failed = report.failed[report.failed["run"].isin(group["run"])]
+        text.append(_failed_section_md(failed))
+        if key in curves:
+            text.append("## Training curves\n")
+            text += [f"![{p.stem}](../{p.relative_to(out).as_posix()})" for p in curves[key]]
+        path = per_config_dir / f"{names[key]}.md"
+        path.write_text("\n".join(text) + "\n")
+        report.files[f"per_config:{key}"] = path
+
+
+def _write_csv(report: Report) -> None:
+    out = report.out_dir
+    report.files["folds_csv"] = out / "folds.csv"
+    report.runs.to_csv(report.files["folds_csv"], index=False)
+    report.files["summary_csv"] = out / "summary.csv"
+    report.summary.to_csv(report.files["summary_csv"], index=False)
+    report.files["stats_csv"] = out / "stats.csv"
+    report.stats.to_csv(report.files["stats_csv"], index=False)
+
+
+def _write_html(report: Report, curves: dict[str, list[Path]]) -> None:
+    out = report.out_dir
+    h = html_page
+    sections = []
+    summary_body = h.paragraph("Cells are mean ± std (ddof=1) over ok folds.")
+    summary_body += h.table_html(report.summary_text)
+    if "fold_scores" in report.files:
+        rel = report.files["fold_scores"].relative_to(out).as_posix()
+        summary_body += h.figure_html(rel, f"{report.metric} per fold")
+    sections.append(h.section_html("Summary", summary_body, anchor="summary"))
+    if len(report.stats):
+        body = h.paragraph(STATS_METHOD, "meta")
+        ordered = [report.metric] + [m for m in report.metrics if m != report.metric]
+        for i, metric in enumerate(ordered):
+            rows = _stats_for_metric(report, metric)
+            if len(rows):
+                table = h.table_html(stats_display(rows))
+                body += h.details_html(metric, table, open_=i == 0)
+        sections.append(h.section_html("Comparison with the baseline", body, anchor="stats"))
+    missing = [
+        f"{display_name(k)}: no ok run for fold {', '.join(map(str, v))}"
+        for k, v in report.missing.items()
+        if v
+    ]
+    missing_body = "".join(h.paragraph(m, "note") for m in missing) or h.paragraph("None.")
+    sections.append(h.section_html("Missing folds", missing_body, anchor="missing"))
+    failed_body = (
+        h.table_html(report.failed, css_class="failed") if len(report.failed) else h.paragraph("None.")
+    )
+    sections.append(h.section_html("Failed runs", failed_body, anchor="failed"))
+    config_blocks = []
+    for key, table in report.per_config.items():
+        body = h.table_html(table, index=True)
+        if report.missing.get(key):
+            note = "Missing folds: " + ", ".join(map(str, report.missing[key]))
+            body += h.paragraph(note, "note")
+        if key in curves:
+            figures = "".join(
+                h.figure_html(p.relative_to(out).as_posix(), p.stem) for p in curves[key]
+            )
+            body += h.details_html(f"Training curves ({len(curves[key])} runs)", figures)
+        config_blocks.append(h.section_html(display_name(key), body, level=3))
+    sections.append(h.section_html("Configurations", "".join(config_blocks), anchor="configs"))
+    title = f"Sweep report: {report.root.resolve().name}"
+    report.files["html"] = out / "report.html"
+    report.files["html"].write_text(h.page_html(title, _header_lines(report), sections))
+
+
+def _write_meta(report: Report) -> None:
+    runs = report.runs
+    meta = {
+        "root": str(report.root.resolve()),
+        "metric": report.metric,
+        "higher_is_better": report.higher_is_better,
+        "baseline": report.baseline,
+        "metrics": report.metrics,
+        "n_runs": len(runs),
+        "n_ok": int((runs["status"] == "ok").sum()),
+        "n_failed": int((runs["status"] != "ok").sum()),
+        "configs": runs["config_key"].drop_duplicates().tolist(),
+        "files": {k: v.relative_to(report.out_dir).as_posix() for k, v in report.files.items()},
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+    report.files["meta"] = report.out_dir / "report.json"
+    report.files["meta"].write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _log_wandb(report: Report) -> None:
+    from medsweep.report.wandb_log import log_tables_to_wandb
+
+    projects = Counter(p for p in report.runs["wandb_project"].dropna() if p)
+    if not projects:
+        return
+    project = projects.most_common(1)[0][0]
+    tables = {"summary": report.summary}
+    if len(report.stats):
+        tables["stats"] = report.stats
+    best = report.summary.iloc[0] if len(report.summary) and report.metric else None
+    summary = {}
+    if best is not None:
+        summary = {"best_config": best["config"], f"best/{report.metric}": best[f"{report.metric}_mean"]}
+    report.wandb_dir = log_tables_to_wandb(
+        tables,
+        project=project,
+        out_dir=report.out_dir,
+        name=f"report-{report.root.resolve().name}",
+        config={
+            "root": str(report.root.resolve()),
+            "metric": report.metric,
+            "baseline": report.baseline,
+        },
+        summary=summary,
+    )
+
+
+def build_report(
+    root: str | Path,
+    *,
+    metric: str | None = None,
+    baseline: str | None = None,
+    out: str | Path | None = None,
+    figures: bool = True,
+    wandb: bool = True,
+    digits: int = 3,
+) -> Report:
+    """Build the report of the runs under ``root`` and write it to ``out`` (default root/report).
+
+    ``metric`` ranks the configurations (default val/auroc, else the first available);
+    ``baseline`` is a configuration key or an override subset naming one configuration.
+    """
+    root = Path(root)
+    out_dir = Path(out) if out is not None else root / REPORT_DIRNAME
+    if not root.is_dir():
+        raise ReportError(f"folder not found: {root}" if not root.exists() else f"not a folder: {root}")
+    _check_out_dir(root, out_dir)
+    runs = collect_runs(root, exclude=[out_dir])
+    metric = resolve_metric(runs, metric)
+    metrics = metric_columns(runs, headline_only=True)
+    if metric and metric not in metrics:
+        metrics.append(metric)
+    configs = config_order(runs)
+    baseline_key = resolve_baseline(configs, baseline)
+    if baseline_key is not None and len(configs) > 1:
+        stats = compare_to_baseline(runs, baseline_key, metrics, configs)
+    else:
+        stats = pd.DataFrame(columns=STATS_COLUMNS)
+    summary = summary_table(runs, metrics, sort_by=metric, stats=stats)
+    missing = {key: missing_folds(runs[runs["config_key"] == key]) for key in configs}
+    notes = dict(zip(summary["config_key"], summary["notes"], strict=True))
+    stats["notes"] = stats["config_key"].map(notes).fillna("")
+    report = Report(
+        root=root,
+        out_dir=out_dir,
+        runs=runs,
+        metric=metric,
+        metrics=metrics,
+        baseline=baseline_key,
+        summary=summary,
+        summary_text=summary_display(summary, metrics, baseline_key, digits),
+        stats=stats,
+        per_config={key: per_fold_table(runs, key, metrics) for key in summary["config_key"]},
+        failed=failed_runs_table(runs),
+        missing=missing,
+    )
+    _prepare_out_dir(out_dir)
+    curves = _draw_figures(report) if figures else {}
+    _write_csv(report)
+    _write_markdown(report, curves)
+    _write_html(report, curves)
+    if wandb:
+        _log_wandb(report)
+        if report.wandb_dir is not None:
+            report.files["wandb"] = report.wandb_dir
+    _write_meta(report)
+    return report
