@@ -18,6 +18,7 @@ from medsweep import __version__
 if TYPE_CHECKING:
     from medsweep.report import Report
 
+
 def _add_report_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
@@ -87,7 +88,7 @@ def _metric_columns_that_fit(report: Report, console: Console) -> list[str]:
 
 def _print_report(report: Report, console: Console) -> None:
     """Print the summary, failed runs and written files of a built report."""
-    from medsweep.report.configs import display_name
+    from medsweep.report.configs import label_of
 
     text = report.summary_text
     shown = _metric_columns_that_fit(report, console)
@@ -97,19 +98,22 @@ def _print_report(report: Report, console: Console) -> None:
     columns = ["Configuration", *shown]
     columns += [c for c in ("Δ vs baseline (95% CI)", "ok folds", "failed", "notes") if c in text]
     for column in columns:
-        table.add_column(column, justify="left" if column in {"Configuration", "notes"} else "right")
+        left = column in {"Configuration", "notes"}
+        table.add_column(column, justify="left" if left else "right", no_wrap=column in shown)
     for _, row in text.iterrows():
         style = "red" if row["failed"] and row["ok folds"].startswith("0") else None
         table.add_row(*(Text(str(row[c])) for c in columns), style=style)
     console.print(table)
     if report.baseline is not None and len(report.summary) > 1:
         console.print(
-            Text(f"Baseline: {display_name(report.baseline)}; '*' = 95% CI of the corrected "
-                 "resampled t-test excludes 0 (see stats.md).")
+            Text(
+                f"Baseline: {label_of(report.baseline, report.labels)}; '*' = 95% CI of the corrected "
+                "resampled t-test excludes 0 (see stats.md)."
+            )
         )
     for key, folds in report.missing.items():
         if folds:
-            message = f"missing folds in {display_name(key)}: {', '.join(map(str, folds))}"
+            message = f"missing folds in {label_of(key, report.labels)}: {', '.join(map(str, folds))}"
             console.print(Text(message, style="yellow"))
     if len(report.failed):
         failed = Table(title=f"Failed runs ({len(report.failed)})", title_justify="left")

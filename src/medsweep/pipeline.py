@@ -9,7 +9,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from medsweep.callbacks import History, Timing
@@ -18,6 +19,16 @@ from medsweep.module import ClassificationModule
 from medsweep.results import base_record, git_revision, parse_overrides, versions, write_json_atomic
 
 log = logging.getLogger(__name__)
+
+
+def instantiate(node, *args, **kwargs):
+    """``hydra.utils.instantiate`` that re-raises the builder's own error (naming the file or key)."""
+    try:
+        return hydra_instantiate(node, *args, **kwargs)
+    except InstantiationException as exc:
+        if exc.__cause__ is not None:
+            raise exc.__cause__ from None
+        raise
 
 
 def run_overrides(cfg: DictConfig) -> dict[str, object]:
@@ -56,14 +67,24 @@ def build_datamodule(cfg: DictConfig, run_dir: Path | None = None) -> ImageDataM
     return dm
 
 
-def build_module(cfg: DictConfig, dm: ImageDataModule) -> ClassificationModule:
-    """Model, loss (with class balancing from the training fold), optimizer and scheduler."""
-    model = instantiate(cfg.model, num_classes=dm.output_units, in_chans=dm.channels)
+def build_model(cfg: DictConfig, dm: ImageDataModule):
+    """The network (or a scikit-learn baseline) sized for the data's classes and channels."""
+    return instantiate(cfg.model, num_classes=dm.output_units, in_chans=dm.channels)
+
+
+def build_batch_transform(cfg: DictConfig, dm: ImageDataModule):
+    """A batch-level transform (MixUp/CutMix) when the augmentation option enables one."""
+    batch_cfg = cfg.augmentation.get("batch_transform")
+    transform = instantiate(batch_cfg, task=dm.task, num_classes=len(dm.classes)) if batch_cfg else None
+    return transform if getattr(transform, "enabled", True) else None
+
+
+def build_module(cfg: DictConfig, dm: ImageDataModule, model: torch.nn.Module) -> ClassificationModule:
+    """Loss (with class balancing from the training fold), optimizer and scheduler around ``model``."""
     train_labels = dm.datasets["train"].labels() if dm.datasets else dm.source.labels
     loss = instantiate(cfg.loss, task=dm.task, **dm.balance.loss_kwargs(train_labels, dm.task,
                                                                         len(dm.classes)))
     sched = cfg.scheduler
-    batch_cfg = cfg.augmentation.get("batch_transform")
     return ClassificationModule(
         model=model,
         loss=loss,
@@ -74,8 +95,7 @@ def build_module(cfg: DictConfig, dm: ImageDataModule) -> ClassificationModule:
         scheduler_interval=sched.get("interval", "epoch"),
         scheduler_monitor=sched.get("monitor"),
         backbone_lr_scale=cfg.finetune.get("backbone_lr_scale", 1.0),
-        batch_transform=instantiate(batch_cfg, task=dm.task, num_classes=len(dm.classes))
-        if batch_cfg else None,
+        batch_transform=build_batch_transform(cfg, dm),
     )
 
 
@@ -136,11 +156,17 @@ def train(cfg: DictConfig) -> dict:
     try:
         L.seed_everything(cfg.seed, workers=True)
         dm = build_datamodule(cfg, run_dir)
-        module = build_module(cfg, dm)
-        history, timing = History(run_dir / "history.csv"), Timing()
-        trainer = build_trainer(cfg, run_dir, [history, timing])
         record.update({"task": dm.task, "classes": dm.classes, "sizes": dm.splits.sizes(),
                        "monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode})
+        model = build_model(cfg, dm)
+        if not isinstance(model, torch.nn.Module):  # a scikit-learn baseline: no Lightning loop
+            record.update(model.fit_evaluate(dm))
+            record.update({"status": "ok", "versions": versions(), "git": git_revision()})
+            write_json_atomic(metrics_path, record)
+            return record
+        module = build_module(cfg, dm, model)
+        history, timing = History(run_dir / "history.csv"), Timing()
+        trainer = build_trainer(cfg, run_dir, [history, timing])
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
         best = _best_checkpoint(trainer)
         record["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"]) \

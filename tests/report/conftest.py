@@ -29,8 +29,12 @@ def write_history(run_dir: Path, epochs: int = 4) -> Path:
     lines = ["epoch,train/loss,train/acc,train/auroc,val/loss,val/acc,val/auroc,lr"]
     for epoch in range(epochs):
         loss = 1.0 / (epoch + 1)
-        lines.append(f"{epoch},{loss:.3f},{0.5 + 0.1 * epoch:.2f},{0.6 + 0.08 * epoch:.2f},,,,0.001")
-        lines.append(f"{epoch},,,,{loss + 0.1:.3f},{0.45 + 0.1 * epoch:.2f},{0.55 + 0.09 * epoch:.2f},")
+        lines.append(
+            f"{epoch},{loss:.3f},{0.5 + 0.1 * epoch:.2f},{0.6 + 0.08 * epoch:.2f},,,,0.001"
+        )
+        lines.append(
+            f"{epoch},,,,{loss + 0.1:.3f},{0.45 + 0.1 * epoch:.2f},{0.55 + 0.09 * epoch:.2f},"
+        )
     path = run_dir / "history.csv"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -153,6 +157,12 @@ def make_sweep(root: Path, wandb_project: str | None = None) -> Path:
 def sweep(tmp_path: Path) -> Path:
     """A three-configuration multirun folder with one failed and one missing fold."""
     return make_sweep(tmp_path / "multirun")
+
+
+@pytest.fixture(scope="session")
+def sweep_factory() -> Callable[..., Path]:
+    """The sweep writer, for tests that need a sweep at a place of their choosing."""
+    return make_sweep
 
 
 @pytest.fixture

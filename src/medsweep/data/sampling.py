@@ -56,9 +56,14 @@ def sample_weights(labels: np.ndarray) -> np.ndarray:
 
 
 def duplicate_minority(indices: np.ndarray, labels: np.ndarray, seed: int = 42) -> np.ndarray:
-    """Replicate samples of every class up to the majority count (training fold only)."""
+    """Replicate samples of every class up to the majority count (training fold only).
+
+    A class of ``n`` samples short of ``target`` gets ``(target - n) // n`` whole copies of its
+    samples plus a random draw without replacement for the rest, so copies are spread evenly.
+    """
     if labels.ndim == 2:
-        raise ValueError("balance=oversample_duplicate needs single-label data; use balance=oversample")
+        raise ValueError("balance.duplicate (balance=oversample_duplicate) needs single-label data; "
+                         "use balance=oversample for multilabel tasks")
     rng = np.random.default_rng(seed)
     counts = np.bincount(labels)
     target = counts.max()
@@ -66,7 +71,9 @@ def duplicate_minority(indices: np.ndarray, labels: np.ndarray, seed: int = 42) 
     for c, n in enumerate(counts):
         if 0 < n < target:
             members = indices[labels == c]
-            extra.append(rng.choice(members, size=target - n, replace=True))
+            whole, rest = divmod(target - n, n)
+            extra.append(np.tile(members, whole))
+            extra.append(rng.choice(members, size=rest, replace=False))
     return np.concatenate([indices, *extra]) if extra else indices
 
 
@@ -77,6 +84,8 @@ class Balance:
                  oversample: bool = False, duplicate: bool = False, seed: int = 42):
         if class_weights is not None and class_weights not in CLASS_WEIGHTS:
             raise ValueError(f"balance.class_weights={class_weights!r}; choose one of {list(CLASS_WEIGHTS)}")
+        if not 0.0 < beta < 1.0:
+            raise ValueError(f"balance.beta={beta} must lie in (0, 1), e.g. 0.999")
         self.class_weights = class_weights
         self.beta = beta
         self.pos_weight = pos_weight
@@ -92,8 +101,9 @@ class Balance:
                                             dtype=torch.float32)
         if self.pos_weight:
             if task == "multiclass":
-                raise ValueError("balance.pos_weight applies to binary and multilabel tasks; "
-                                 "use balance=class_weights for multiclass")
+                raise ValueError("balance.pos_weight (balance=pos_weight) applies to binary and "
+                                 "multilabel tasks with loss=bce; this task is multiclass: use "
+                                 "balance=class_weights")
             kwargs["pos_weight"] = torch.tensor(pos_weight(labels), dtype=torch.float32)
         return kwargs
 

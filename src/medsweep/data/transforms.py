@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import albumentations as A
 import numpy as np
 import torch
+from monai.utils import convert_to_tensor
 
 NORMALIZATIONS = ("imagenet", "dataset", "half")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,5 +83,7 @@ class ImageTransform:
             out = out[:, :, None]
         x = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float().div_(255.0)
         for op in self.monai:
-            x = torch.as_tensor(op(x), dtype=torch.float32)
+            x = op(x)
+        if self.monai:  # MONAI returns MetaTensors; plain tensors collate and train without overhead
+            x = convert_to_tensor(x, dtype=torch.float32, track_meta=False)
         return (x - self.mean) / self.std

@@ -2,7 +2,7 @@
 
 from medsweep.report.build import Report, build_report, resolve_metric
 from medsweep.report.collect import collect_runs, find_run_dirs, load_run, metric_columns
-from medsweep.report.configs import config_key_from_overrides, resolve_baseline
+from medsweep.report.configs import config_labels, resolve_baseline
 from medsweep.report.errors import ReportError
 from medsweep.report.stats import (
     PairedTest,
@@ -21,7 +21,7 @@ __all__ = [
     "build_report",
     "collect_runs",
     "compare_to_baseline",
-    "config_key_from_overrides",
+    "config_labels",
     "corrected_resampled_ttest",
     "find_run_dirs",
     "load_run",

@@ -104,8 +104,10 @@ def _prepare_out_dir(out_dir: Path) -> None:
     if marker.is_file():
         for name in OWNED_DIRS:
             shutil.rmtree(out_dir / name, ignore_errors=True)
-    marker.write_text("This folder is written by `medsweep report`; it rewrites figures/ and "
-                      "per_config/ here on each run.\n")
+    marker.write_text(
+        "This folder is written by `medsweep report`; it rewrites figures/ and "
+        "per_config/ here on each run.\n"
+    )
 
 
 def _run_file_name(run: str) -> str:
@@ -121,7 +123,10 @@ def _draw_figures(report: Report) -> dict[str, list[Path]]:
     for _, row in report.runs.iterrows():
         if not row["history"]:
             continue
-        title = f"{display_name(row['config_key'])} — {row['run']} ({row['status']})"
+        where = f"fold {int(row['fold'])}" if not pd.isna(row["fold"]) else f"run {row['run']}"
+        title = f"{display_name(row['config_key'])} — {where}"
+        if row["status"] != "ok":
+            title += f" ({row['status']})"
         try:
             path = plot_history(
                 row["history"],
@@ -243,9 +248,9 @@ def _write_csv(report: Report) -> None:
     report.files["folds_csv"] = out / "folds.csv"
     report.runs.to_csv(report.files["folds_csv"], index=False)
     report.files["summary_csv"] = out / "summary.csv"
-    report.summary.to_csv(report.files["summary_csv"], index=False)
+    report.summary.to_csv(report.files["summary_csv"], index=False, float_format="%.10g")
     report.files["stats_csv"] = out / "stats.csv"
-    report.stats.to_csv(report.files["stats_csv"], index=False)
+    report.stats.to_csv(report.files["stats_csv"], index=False, float_format="%.10g")
 
 
 def _write_html(report: Report, curves: dict[str, list[Path]]) -> None:
@@ -275,7 +280,9 @@ def _write_html(report: Report, curves: dict[str, list[Path]]) -> None:
     missing_body = "".join(h.paragraph(m, "note") for m in missing) or h.paragraph("None.")
     sections.append(h.section_html("Missing folds", missing_body, anchor="missing"))
     failed_body = (
-        h.table_html(report.failed, css_class="failed") if len(report.failed) else h.paragraph("None.")
+        h.table_html(report.failed, css_class="failed")
+        if len(report.failed)
+        else h.paragraph("None.")
     )
     sections.append(h.section_html("Failed runs", failed_body, anchor="failed"))
     config_blocks = []
@@ -328,7 +335,10 @@ def _log_wandb(report: Report) -> None:
     best = report.summary.iloc[0] if len(report.summary) and report.metric else None
     summary = {}
     if best is not None:
-        summary = {"best_config": best["config"], f"best/{report.metric}": best[f"{report.metric}_mean"]}
+        summary = {
+            "best_config": best["config"],
+            f"best/{report.metric}": best[f"{report.metric}_mean"],
+        }
     report.wandb_dir = log_tables_to_wandb(
         tables,
         project=project,
@@ -361,7 +371,9 @@ def build_report(
     root = Path(root)
     out_dir = Path(out) if out is not None else root / REPORT_DIRNAME
     if not root.is_dir():
-        raise ReportError(f"folder not found: {root}" if not root.exists() else f"not a folder: {root}")
+        raise ReportError(
+            f"folder not found: {root}" if not root.exists() else f"not a folder: {root}"
+        )
     _check_out_dir(root, out_dir)
     runs = collect_runs(root, exclude=[out_dir])
     metric = resolve_metric(runs, metric)

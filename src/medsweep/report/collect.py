@@ -14,12 +14,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from medsweep.report.configs import (
-    config_key_from_overrides,
-    is_fold_index_key,
-    parse_overrides,
-)
+from medsweep.report.configs import is_fold_index_key
 from medsweep.report.errors import ReportError
+
+# The schema's own rule: a configuration is its overrides minus replicate keys (fold, seed).
+from medsweep.results import config_key as config_key_from_overrides
+from medsweep.results import parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _resolve_path(run_dir: Path, value: Any, default: str) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _hydra_overrides(run_dir: Path) -> dict[str, str]:
+def _hydra_overrides(run_dir: Path) -> dict[str, object]:
     """Read ``.hydra/overrides.yaml`` of a run folder; empty when absent or unreadable."""
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
@@ -275,9 +275,7 @@ def metric_columns(runs: pd.DataFrame, headline_only: bool = False) -> list[str]
     for split in SPLITS:
         prefix = f"{split}/"
         names = [
-            c[len(prefix) :]
-            for c in runs.columns
-            if c.startswith(prefix) and runs[c].notna().any()
+            c[len(prefix) :] for c in runs.columns if c.startswith(prefix) and runs[c].notna().any()
         ]
         if headline_only:
             names = [n for n in names if "/" not in n]

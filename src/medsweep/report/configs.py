@@ -1,58 +1,23 @@
-"""Configuration keys: derive them from overrides, name them, and resolve a baseline."""
+"""Configuration keys: split them, label them, name their files, and resolve a baseline."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from medsweep.report.errors import ReportError
 
 DEFAULT_LABEL = "(default)"
+COMMON_LABEL = "(common overrides only)"
 # Splits "a=1,b=[1,2],c=x" on the commas that start a new "key=" pair, not those inside values.
 _PAIR_SPLIT = re.compile(r",(?=[^,=\[\]{}()]+=)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def is_run_identity_key(key: str) -> bool:
-    """Return True for override keys that name a fold or seed rather than a configuration."""
-    return key.lstrip("+~") == "seed" or is_fold_index_key(key)
-
-
 def is_fold_index_key(key: str) -> bool:
-    """Return True for override keys that pick a fold index (``fold.index``, ``fold.idx`` ...)."""
-    key = key.lstrip("+~")
-    return key.startswith("fold.") and key.rsplit(".", 1)[-1] in {"index", "idx"}
-
-
-def config_key_from_overrides(overrides: Mapping[str, Any]) -> str:
-    """Build the configuration key: overrides minus fold index and seed, sorted, joined by ','."""
-    pairs = [
-        f"{key.lstrip('+~')}={format_override_value(value)}"
-        for key, value in overrides.items()
-        if not is_run_identity_key(key)
-    ]
-    return ",".join(sorted(pairs))
-
-
-def format_override_value(value: Any) -> str:
-    """Render an override value the way Hydra writes it on the command line."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    return str(value)
-
-
-def parse_overrides(lines: Iterable[str]) -> dict[str, str]:
-    """Parse Hydra override strings (``key=value``) into a dict, dropping ``+``/``~`` prefixes."""
-    parsed: dict[str, str] = {}
-    for line in lines:
-        key, sep, value = str(line).partition("=")
-        if sep:
-            parsed[key.strip().lstrip("+~")] = value.strip()
-    return parsed
+    """Return True for the override key that picks the fold index."""
+    return key.lstrip("+~") == "fold.index"
 
 
 def split_config_key(key: str) -> dict[str, str]:
@@ -70,6 +35,42 @@ def split_config_key(key: str) -> dict[str, str]:
 def display_name(config_key: str) -> str:
     """Return the label shown for a configuration (``(default)`` for the empty key)."""
     return config_key if config_key else DEFAULT_LABEL
+
+
+def config_labels(config_keys: Sequence[str]) -> dict[str, str]:
+    """Short labels: only the overrides that differ between configurations.
+
+    A sweep's keys repeat the overrides every job shares (``model=... data.image_size=...``);
+    those are shown once (see ``common_overrides``) and left out of each label.
+    """
+    keys = list(dict.fromkeys(config_keys))
+    pairs = {key: split_config_key(key) for key in keys}
+    names = list(dict.fromkeys(name for p in pairs.values() for name in p))
+    varying = {
+        name
+        for name in names
+        if len({p.get(name) for p in pairs.values()}) > 1 or len(keys) == 1
+    }
+    labels = {}
+    for key in keys:
+        shown = [f"{k}={v}" for k, v in pairs[key].items() if k in varying]
+        labels[key] = ",".join(shown) if shown else display_name(key) if not key else COMMON_LABEL
+    return labels
+
+
+def common_overrides(config_keys: Sequence[str]) -> str:
+    """The overrides every configuration shares (left out of the short labels)."""
+    keys = list(dict.fromkeys(config_keys))
+    if len(keys) < 2:
+        return ""
+    pairs = [split_config_key(key) for key in keys]
+    first = pairs[0]
+    return ",".join(f"{k}={v}" for k, v in first.items() if all(p.get(k) == v for p in pairs))
+
+
+def label_of(config_key: str, labels: Mapping[str, str] | None) -> str:
+    """The short label of a configuration, or its display name without labels."""
+    return (labels or {}).get(config_key) or display_name(config_key)
 
 
 def safe_names(config_keys: Sequence[str], max_len: int = 80) -> dict[str, str]:

@@ -57,7 +57,7 @@ def page_html(title: str, meta: Sequence[str], sections: Sequence[str]) -> str:
     meta_html = "".join(f"<li>{escape(line)}</li>" for line in meta)
     body = "\n".join(sections)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f"<h1>{escape(title)}</h1>\n<ul class=\"meta\">{meta_html}</ul>\n{body}\n</body>\n</html>\n"
+        f'<h1>{escape(title)}</h1>\n<ul class="meta">{meta_html}</ul>\n{body}\n</body>\n</html>\n'
     )

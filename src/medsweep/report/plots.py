@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from medsweep.report.configs import display_name
+from medsweep.report.configs import label_of
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ _VAL_STYLE = {"color": "tab:orange", "marker": ".", "label": "val"}
 def _save(fig: Figure, out: Path, dpi: int = 110) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)  # figures made without pyplot need a canvas; Agg keeps global state alone
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    fig.savefig(out, dpi=dpi)  # constrained layout already fits the labels
     return out
 
 
@@ -58,9 +59,9 @@ def _curve_metric(history: pd.DataFrame, monitor: str | None) -> str | None:
             return name
     for column in history.columns:
         split, _, name = str(column).partition("/")
-        if split == "val" and name and name != "loss" and "/" not in name:
-            if history[column].notna().any():
-                return name
+        headline = split == "val" and name and name != "loss" and "/" not in name
+        if headline and history[column].notna().any():
+            return name
     return None
 
 
@@ -98,6 +99,7 @@ def plot_history(
         if best_epoch is not None and not pd.isna(best_epoch):
             ax.axvline(int(best_epoch), color="grey", linestyle="--", linewidth=1, label="best")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
@@ -112,6 +114,7 @@ def plot_fold_scores(
     out: str | Path,
     order: Sequence[str] | None = None,
     baseline: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Path | None:
     """Draw a box and strip plot of the fold scores of each configuration on ``metric``."""
     ok = runs[runs["status"] == "ok"]
@@ -124,7 +127,7 @@ def plot_fold_scores(
         return None
     labels = []
     for key in order:
-        label = display_name(key)
+        label = label_of(key, labels)
         label = label if len(label) <= 60 else label[:57] + "..."
         labels.append(label + ("  [baseline]" if baseline is not None and key == baseline else ""))
     fig = Figure(figsize=(8.0, 1.0 + 0.45 * len(order)), layout="constrained")

@@ -12,6 +12,8 @@ import pandas as pd
 from scipy import stats as sps
 
 NAN = float("nan")
+# Differences closer than this are treated as equal (fold scores are rounded floats).
+TOLERANCE = 1e-12
 
 STATS_COLUMNS = [
     "config_key",
@@ -79,7 +81,9 @@ def corrected_resampled_ttest(
     if ratio is None or not math.isfinite(ratio) or ratio < 0:
         ratio = 1.0 / (k - 1)
     mean = float(d.mean())
-    var = float(d.var(ddof=1))
+    var = float(d.var(ddof=1)) if np.ptp(d) > TOLERANCE else 0.0
+    if abs(mean) <= TOLERANCE:
+        mean = 0.0
     se = math.sqrt((1.0 / k + ratio) * var)
     df = k - 1
     t_crit = float(sps.t.ppf(0.5 + confidence / 2.0, df))
@@ -87,7 +91,7 @@ def corrected_resampled_ttest(
         t = mean / se
         p_value = float(2.0 * sps.t.sf(abs(t), df))
     elif mean != 0:
-        # Every fold moved by the same amount: no spread, the difference is certain.
+        # Every fold moved by the same amount: no spread, so t is unbounded.
         t, p_value = math.copysign(math.inf, mean), 0.0
     else:
         t, p_value = NAN, NAN
@@ -101,8 +105,9 @@ def corrected_resampled_ttest(
 def wilcoxon_p(differences: Sequence[float]) -> float:
     """Two-sided Wilcoxon signed-rank p-value; nan with < 2 non-zero or all-identical differences."""
     d = np.asarray([x for x in differences if math.isfinite(x)], dtype=float)
-    if np.count_nonzero(d) < 2 or np.all(d == d[0]):
+    if np.count_nonzero(np.abs(d) > TOLERANCE) < 2 or np.ptp(d) <= TOLERANCE:
         return NAN
+    d = np.where(np.abs(d) > TOLERANCE, d, 0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(sps.wilcoxon(d).pvalue)
@@ -110,9 +115,9 @@ def wilcoxon_p(differences: Sequence[float]) -> float:
 
 def _pair_key_columns(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     """Pair by fold when each side has one run per fold, else by (fold, seed)."""
-    if a["fold"].notna().all() and b["fold"].notna().all():
-        if not a["fold"].duplicated().any() and not b["fold"].duplicated().any():
-            return ["fold"]
+    folds = (a["fold"], b["fold"])
+    if all(f.notna().all() and not f.duplicated().any() for f in folds):
+        return ["fold"]
     return ["fold", "seed"]
 
 

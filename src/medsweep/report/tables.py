@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from medsweep.report.collect import config_order, higher_is_better
-from medsweep.report.configs import display_name
+from medsweep.report.configs import label_of
 from medsweep.report.stats import mean_std
 
 DASH = "—"
@@ -97,7 +97,8 @@ def _failed_text(group: pd.DataFrame) -> str:
     parts = []
     for _, row in failed.iterrows():
         where = f"fold {int(row['fold'])}" if not pd.isna(row["fold"]) else f"run {row['run']}"
-        parts.append(f"{where}: {row['error'] or row['status']}")
+        error = row["error"] if isinstance(row["error"], str) and row["error"] else row["status"]
+        parts.append(f"{where}: {error}")
     return "; ".join(parts)
 
 
@@ -106,6 +107,7 @@ def summary_table(
     metrics: Sequence[str],
     sort_by: str | None = None,
     stats: pd.DataFrame | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Return one row per configuration with mean/std per metric, fold counts and flags.
 
@@ -125,7 +127,7 @@ def summary_table(
             notes.append(f"{n_failed} failed")
         row: dict[str, object] = {
             "config_key": key,
-            "config": display_name(key),
+            "config": label_of(key, labels),
             "n_ok": len(ok),
             "n_failed": n_failed,
             "n_folds": int(n_folds.max()) if len(n_folds) else None,
@@ -187,13 +189,15 @@ def summary_display(
     return table
 
 
-def failed_runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+def failed_runs_table(
+    runs: pd.DataFrame, labels: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """Return the failed runs with their configuration, fold, seed and error."""
     failed = runs[runs["status"] != "ok"]
     return pd.DataFrame(
         {
             "run": failed["run"],
-            "configuration": failed["config_key"].map(display_name),
+            "configuration": [label_of(k, labels) for k in failed["config_key"]],
             "fold": [DASH if pd.isna(f) else str(int(f)) for f in failed["fold"]],
             "seed": [DASH if pd.isna(s) else str(int(s)) for s in failed["seed"]],
             "status": failed["status"],
@@ -202,17 +206,21 @@ def failed_runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def stats_display(stats: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+def stats_display(
+    stats: pd.DataFrame, digits: int = 3, labels: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """Turn the comparison table into display strings."""
     return pd.DataFrame(
         {
             "metric": stats["metric"],
-            "configuration": stats["config_key"].map(display_name),
-            "baseline": stats["baseline"].map(display_name),
+            "configuration": [label_of(k, labels) for k in stats["config_key"]],
+            "baseline": [label_of(k, labels) for k in stats["baseline"]],
             "paired folds": stats["n_pairs"].astype(int),
             "baseline mean": stats["baseline_mean"].map(lambda v: format_number(v, digits)),
             "config mean": stats["config_mean"].map(lambda v: format_number(v, digits)),
-            "Δ mean": stats["mean_diff"].map(lambda v: format_number(v, digits)),
+            "Δ mean": stats["mean_diff"].map(
+                lambda v: DASH if math.isnan(v) else f"{v:+.{digits}f}"
+            ),
             "95% CI": [
                 DASH if math.isnan(lo) else f"[{lo:+.{digits}f}, {hi:+.{digits}f}]"
                 for lo, hi in zip(stats["ci_low"], stats["ci_high"], strict=True)
@@ -226,7 +234,7 @@ def stats_display(stats: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def _escape_cell(value: object) -> str:
     missing = value is None or (pd.api.types.is_scalar(value) and pd.isna(value))
-    text = "" if missing else str(value)
+    text = DASH if missing else str(value)
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 

@@ -1,0 +1,323 @@
+"""Classical baselines: a scikit-learn estimator on pixels or on frozen timm backbone features."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.multioutput import MultiOutputClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.utils import resample
+from threadpoolctl import threadpool_limits
+from torch.utils.data import DataLoader
+
+from medsweep.data.datamodule import ImageDataModule, ImageDataset
+from medsweep.metrics import build_metrics, flatten_results
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("pixels", "backbone")
+
+
+def _platt(svc: BaseEstimator) -> BaseEstimator:
+    # what SVC(probability=True) did (cross-validated Platt scaling), in the form scikit-learn
+    # recommends since 1.9 deprecated that flag
+    return CalibratedClassifierCV(svc, method="sigmoid", ensemble=False)
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """A scikit-learn classifier, whether it needs standardized inputs, its defaults, a wrapper."""
+
+    cls: type[BaseEstimator]
+    scaled: bool
+    defaults: dict[str, Any] = field(default_factory=dict)
+    wrap: Callable[[BaseEstimator], BaseEstimator] | None = None
+
+
+# trees split on thresholds, so only the linear and kernel models get a StandardScaler
+ESTIMATORS: dict[str, EstimatorSpec] = {
+    "logreg": EstimatorSpec(LogisticRegression, scaled=True, defaults={"max_iter": 2000}),
+    "svc": EstimatorSpec(SVC, scaled=True, wrap=_platt),
+    "random_forest": EstimatorSpec(RandomForestClassifier, scaled=False),
+    "hist_gb": EstimatorSpec(HistGradientBoostingClassifier, scaled=False),
+}
+
+
+class ClassicalClassifier:
+    """A scikit-learn baseline that the pipeline runs through ``fit_evaluate`` instead of Lightning.
+
+    ``features``: ``pixels`` (the normalized images, flattened) or ``backbone`` (the pooled output
+    of a frozen timm model). Training images go through the validation transform: no augmentation.
+    ``params`` go to the estimator; ``seed`` becomes its ``random_state``. ``n_threads`` caps the
+    OpenMP/BLAS threads of fitting and prediction (several runs sharing a machine), null: no cap.
+    """
+
+    def __init__(
+        self,
+        estimator: str = "logreg",
+        features: str = "pixels",
+        backbone: str | None = "efficientnet_lite0",
+        pretrained: bool = True,
+        weights: str | None = "packaged",
+        params: Mapping[str, Any] | None = None,
+        seed: int = 42,
+        max_train_samples: int | None = None,
+        backbone_kwargs: Mapping[str, Any] | None = None,
+        n_threads: int | None = None,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+    ):
+        if estimator not in ESTIMATORS:
+            raise ValueError(
+                f"model.estimator={estimator!r} is not valid; choose one of {list(ESTIMATORS)}"
+            )
+        if features not in FEATURES:
+            raise ValueError(
+                f"model.features={features!r} is not valid; choose one of {list(FEATURES)}"
+            )
+        if features == "backbone" and not backbone:
+            raise ValueError("model.features=backbone needs model.backbone (a timm model name)")
+        if max_train_samples is not None and max_train_samples < 1:
+            raise ValueError(
+                f"model.max_train_samples={max_train_samples} must be a positive count or null"
+            )
+        self.estimator = estimator
+        self.features = features
+        self.backbone = backbone
+        self.pretrained = pretrained
+        self.weights = weights
+        self.params = dict(params or {})
+        self.seed = int(seed)
+        self.max_train_samples = max_train_samples
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.n_threads = n_threads
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self._check_params()
+        if features == "backbone":
+            self._check_backbone()
+        self.fitted_: BaseEstimator | None = None
+        self.train_indices_: np.ndarray | None = None
+        self.outputs_: dict[str, dict[str, np.ndarray]] = {}
+
+    def _check_params(self) -> None:
+        spec = ESTIMATORS[self.estimator]
+        valid = spec.cls().get_params()
+        unknown = sorted(set(self.params) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"model.params {unknown} are not arguments of {spec.cls.__name__} "
+                f"(model.estimator={self.estimator}); valid: {sorted(valid)}"
+            )
+        if self.estimator == "svc" and "probability" in self.params:
+            raise ValueError(
+                "model.params.probability: svc probabilities always come from Platt "
+                "scaling (CalibratedClassifierCV); leave the flag out"
+            )
+
+    def _check_backbone(self) -> None:
+        from medsweep.models.factory import check_timm_name
+
+        try:
+            check_timm_name(self.backbone)
+        except ValueError as exc:  # the factory names its own key; here the name is model.backbone
+            raise ValueError(str(exc).replace("model.name=", "model.backbone=", 1)) from None
+
+    def make_estimator(self, task: str) -> BaseEstimator:
+        """The unfitted estimator (scaler + classifier; one classifier per label for multilabel)."""
+        spec = ESTIMATORS[self.estimator]
+        kwargs = {**spec.defaults, "random_state": self.seed, **self.params}
+        model: BaseEstimator = spec.cls(**kwargs)
+        if spec.wrap is not None:
+            model = spec.wrap(model)
+        if task == "multilabel":
+            model = MultiOutputClassifier(model)
+        return Pipeline([("scale", StandardScaler()), ("model", model)]) if spec.scaled else model
+
+    def _feature_net(self, in_chans: int) -> torch.nn.Module:
+        import timm
+
+        from medsweep.models.weights import resolve_weights
+
+        kwargs = dict(self.backbone_kwargs)
+        file = resolve_weights(self.backbone, self.weights) if self.pretrained else None
+        if file is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": file}
+        net = timm.create_model(
+            self.backbone, pretrained=self.pretrained, num_classes=0, in_chans=in_chans, **kwargs
+        )
+        return net.eval().requires_grad_(False)
+
+    def extract(
+        self, dataset: ImageDataset, dm: ImageDataModule, net: torch.nn.Module | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Features (N, D) and targets (class indices, or (N, K) multi-hot) of ``dataset``."""
+        loader = DataLoader(
+            dataset, batch_size=dm.batch_size, shuffle=False, num_workers=dm.num_workers
+        )
+        device = next(net.parameters()).device if net is not None else torch.device("cpu")
+        feats, targets = [], []
+        with torch.no_grad():
+            for x, y in loader:
+                out = net(x.to(device)) if net is not None else x
+                feats.append(out.flatten(1).float().cpu().numpy())
+                targets.append(y.numpy())
+        return np.concatenate(feats), np.concatenate(targets).astype(np.int64)
+
+    def predict_proba(self, x: np.ndarray, task: str, num_classes: int) -> np.ndarray:
+        """Probabilities as the deep models give them: (N,) positive class, or (N, K)."""
+        model = self.fitted_
+        with threadpool_limits(self.n_threads):
+            return self._probabilities(model, x, task, num_classes)
+
+    def _probabilities(
+        self, model: BaseEstimator, x: np.ndarray, task: str, num_classes: int
+    ) -> np.ndarray:
+        if task == "multilabel":
+            per_label = model.predict_proba(x)
+            classifiers = _final(model).estimators_
+            probs = np.stack(
+                [
+                    _columns(p, c.classes_, [1])[:, 0]
+                    for p, c in zip(per_label, classifiers, strict=True)
+                ],
+                axis=1,
+            )
+        else:
+            wanted = [1] if task == "binary" else list(range(num_classes))
+            probs = _columns(model.predict_proba(x), _final(model).classes_, wanted)
+            if task == "binary":
+                probs = probs[:, 0]
+            else:  # float32 features give rows that sum to 1 only to ~1e-7
+                probs /= np.maximum(probs.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
+        return np.clip(probs, 0.0, 1.0)
+
+    def fit_evaluate(self, dm: ImageDataModule) -> dict:
+        """Fit on the training part; validation and test metrics in the pipeline's schema."""
+        self._check_data(dm)
+        task, classes = dm.task, list(dm.classes)
+        plain = dm.datasets["val"].transform
+        train = dm.datasets["train"]
+        self.train_indices_ = self._train_indices(train)
+        train = ImageDataset(train.source, self.train_indices_, train.channels, plain)
+
+        start = time.perf_counter()
+        net = None
+        if self.features == "backbone":
+            net = self._feature_net(dm.channels).to("cuda" if torch.cuda.is_available() else "cpu")
+        x_train, y_train = self.extract(train, dm, net)
+        with threadpool_limits(self.n_threads):
+            self.fitted_ = self.make_estimator(task).fit(x_train, y_train)
+        fit_s = time.perf_counter() - start
+        log.info(
+            "classical %s on %s features (%d x %d) fitted in %.1f s",
+            self.estimator,
+            self.features,
+            *x_train.shape,
+            fit_s,
+        )
+
+        out: dict = {"val": {}, "test": {}, "confusion": {}}
+        parts = ["val"] + (["test"] if len(dm.splits.test) else [])
+        for part in parts:
+            x, y = self.extract(dm.datasets[part], dm, net)
+            probs = self.predict_proba(x, task, len(classes))
+            self.outputs_[part] = {"probs": probs, "targets": y}
+            metrics, confusion = evaluate_probabilities(probs, y, task, classes)
+            out[part] = metrics
+            out["confusion"][part] = confusion
+        out.update(
+            {
+                "best_epoch": 0,
+                "epochs_run": 1,
+                "timing": {
+                    "fit_s": fit_s,
+                    "s_per_epoch": fit_s,
+                    "train_img_per_s": len(x_train) / max(fit_s, 1e-9),
+                },
+                "classical": {
+                    "estimator": self.estimator,
+                    "features": self.features,
+                    "backbone": self.backbone if self.features == "backbone" else None,
+                    "n_train": int(len(x_train)),
+                    "n_features": int(x_train.shape[1]),
+                },
+            }
+        )
+        return out
+
+    def _check_data(self, dm: ImageDataModule) -> None:
+        if self.num_classes is not None and self.num_classes != dm.output_units:
+            raise ValueError(
+                f"model num_classes={self.num_classes}, but the data needs "
+                f"{dm.output_units} outputs ({dm.task}, {len(dm.classes)} classes)"
+            )
+        if self.in_chans is not None and self.in_chans != dm.channels:
+            raise ValueError(f"model in_chans={self.in_chans}, but data.channels={dm.channels}")
+        if not dm.datasets:
+            raise ValueError("fit_evaluate needs a datamodule after setup()")
+
+    def _train_indices(self, train: ImageDataset) -> np.ndarray:
+        n = self.max_train_samples
+        if n is None or n >= len(train):
+            return train.indices
+        # a stratified subset keeps rare classes (or label combinations) represented
+        picked = resample(
+            train.indices,
+            replace=False,
+            n_samples=n,
+            stratify=train.labels(),
+            random_state=self.seed,
+        )
+        return np.sort(picked)
+
+
+def _final(model: BaseEstimator) -> BaseEstimator:
+    return model[-1] if isinstance(model, Pipeline) else model
+
+
+def _columns(proba: np.ndarray, seen: np.ndarray, wanted: list[int]) -> np.ndarray:
+    """Columns of ``proba`` for the ``wanted`` classes; zero for a class absent from training."""
+    out = np.zeros((len(proba), len(wanted)), dtype=np.float64)
+    position = {int(c): i for i, c in enumerate(seen)}
+    for j, c in enumerate(wanted):
+        if c in position:
+            out[:, j] = proba[:, position[c]]
+    return out
+
+
+def evaluate_probabilities(
+    probs: np.ndarray, targets: np.ndarray, task: str, classes: list[str]
+) -> tuple[dict[str, float], list]:
+    """The deep models' metrics (``build_metrics``) plus the log-loss, from probabilities."""
+    collection = build_metrics(task, len(classes))
+    # float64 as scikit-learn gives them, so that no ties appear that the estimator did not make
+    collection.update(torch.as_tensor(probs, dtype=torch.float64), torch.as_tensor(targets))
+    metrics, confusion = flatten_results(collection.compute(), classes)
+    return {"loss": _log_loss(probs, targets, task, len(classes)), **metrics}, confusion
+
+
+def _log_loss(probs: np.ndarray, targets: np.ndarray, task: str, num_classes: int) -> float:
+    """Cross-entropy (multiclass) or binary cross-entropy averaged over labels, like the losses."""
+    if task == "multiclass":
+        return float(log_loss(targets, probs, labels=list(range(num_classes))))
+    if task == "binary":
+        return float(log_loss(targets, probs, labels=[0, 1]))
+    return float(
+        np.mean(
+            [log_loss(targets[:, j], probs[:, j], labels=[0, 1]) for j in range(targets.shape[1])]
+        )
+    )

@@ -1,0 +1,222 @@
+"""Fine-tuning policies: which backbone stages train in which epoch, as Lightning callbacks.
+
+Stages come from timm's own layer grouping (``backbone.group_matcher(coarse=True)``: the stem,
+then one group per stage or block); layers the matcher leaves out (a final norm) join the last
+stage. Backbones without a matcher (the ``small_cnn`` / ``mlp`` baselines) get one stage per
+child of their top-level ``nn.Sequential`` containers (``.stages``). Frozen stages keep their
+BatchNorm layers in eval mode, so their running statistics stay as they were.
+
+The optimizer already holds every parameter (frozen ones just get no gradient), so unfreezing
+only flips ``requires_grad``. Lightning's ``BaseFinetuning`` is built around adding parameter
+groups on unfreeze, and freezes BatchNorm by disabling running statistics; neither fits here.
+With several devices (DDP) a policy that unfreezes later needs
+``trainer.strategy=ddp_find_unused_parameters_true``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+from timm.models._manipulate import MATCH_PREV_GROUP, flatten_modules, group_with_matcher
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    """One backbone stage: its parameters (with names) and its BatchNorm layers."""
+
+    names: list[str] = field(default_factory=list)
+    parameters: list[nn.Parameter] = field(default_factory=list)
+    norms: list[nn.Module] = field(default_factory=list)
+
+    def set_trainable(self, trainable: bool, training: bool = True) -> None:
+        """Flip ``requires_grad``; frozen BatchNorm layers go to eval mode, unfrozen ones follow ``training``."""
+        for p in self.parameters:
+            p.requires_grad_(trainable)
+        for norm in self.norms:
+            norm.train(training and trainable)
+
+
+def _stage_matcher(backbone: nn.Module):
+    """timm's coarse group matcher (unmatched names join the previous group), or one per Sequential child."""
+    group_matcher = getattr(backbone, "group_matcher", None)
+    if callable(group_matcher):
+        try:
+            spec = group_matcher(coarse=True)
+        except NotImplementedError:
+            spec = None
+        if isinstance(spec, dict):
+            # timm sends unmatched names (e.g. densenet's norm5, convnext's head.norm) to a group
+            # of their own after the last stage; MATCH_PREV_GROUP merges them into that stage
+            return {**spec, "_unmatched": [(r".*", MATCH_PREV_GROUP)]}
+        if spec is not None:
+            return spec
+    prefixes = [name for name, _ in flatten_modules(backbone.named_children(), depth=1)]
+
+    def ordinal(name: str) -> int:
+        return next(i for i, p in enumerate(prefixes) if name == p or name.startswith(p + "."))
+
+    return ordinal
+
+
+def backbone_stages(backbone: nn.Module) -> list[Stage]:
+    """The backbone's stages from input to output; every parameter is in exactly one."""
+    named: list[tuple[str, Any]] = list(backbone.named_parameters())
+    named += [(n, m) for n, m in backbone.named_modules() if isinstance(m, _BatchNorm)]
+    objects = dict(named)
+    groups = group_with_matcher(iter(named), _stage_matcher(backbone))
+    stages = []
+    for _, names in sorted(groups.items()):
+        stage = Stage()
+        for name in names:
+            obj = objects[name]
+            if isinstance(obj, nn.Parameter):
+                stage.names.append(name)
+                stage.parameters.append(obj)
+            else:
+                stage.norms.append(obj)
+        if stage.parameters or stage.norms:
+            stages.append(stage)
+    return stages
+
+
+def _nested_schedulers(scheduler: Any) -> list[Any]:
+    """A scheduler and those it wraps (``SequentialLR``, ``ChainedScheduler``)."""
+    out = [scheduler]
+    for inner in getattr(scheduler, "_schedulers", None) or []:
+        out += _nested_schedulers(inner)
+    return out
+
+
+def scale_learning_rates(trainer: L.Trainer, factor: float) -> None:
+    """Multiply every learning rate by ``factor``, in the optimizers and in the schedulers' bases."""
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            group["lr"] *= factor
+            if "initial_lr" in group:
+                group["initial_lr"] *= factor
+    for config in trainer.lr_scheduler_configs:
+        for scheduler in _nested_schedulers(config.scheduler):
+            if hasattr(scheduler, "base_lrs"):
+                scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+            if hasattr(scheduler, "_last_lr") and hasattr(scheduler, "optimizer"):
+                scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+
+
+class StageUnfreezing(L.Callback):
+    """Base policy: the head always trains; the backbone trains its top ``trainable_stages(epoch)`` stages."""
+
+    def __init__(self) -> None:
+        self.stages: list[Stage] = []
+        self._frozen_norms: list[nn.Module] = []
+        self._trainable: int | None = -1  # what the last epoch used; -1: not applied yet
+
+    def trainable_stages(self, epoch: int) -> int | None:
+        """How many backbone stages, counted from the top, train in ``epoch`` (None: all)."""
+        raise NotImplementedError
+
+    def _apply(self, pl_module: L.LightningModule, epoch: int) -> None:
+        wanted = self.trainable_stages(epoch)
+        n = len(self.stages) if wanted is None or wanted < 0 else min(wanted, len(self.stages))
+        training = pl_module.training
+        for i, stage in enumerate(self.stages):
+            stage.set_trainable(i >= len(self.stages) - n, training)
+        self._frozen_norms = [m for s in self.stages[: len(self.stages) - n] for m in s.norms]
+        if n != self._trainable:
+            first = len(self.stages) - n
+            which = f"stages {first}-{len(self.stages) - 1}" if n else "no stage"
+            log.info("%s, epoch %d: head + %s of %d backbone stages train", type(self).__name__, epoch,
+                     which, len(self.stages))
+            self._trainable = n
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the strategy has wrapped the model (so DDP sees every parameter) and after a
+        # checkpoint is restored
+        backbone = getattr(getattr(pl_module, "model", None), "backbone", None)
+        if backbone is None or getattr(pl_module.model, "head", None) is None:
+            raise ValueError(f"finetune policy {type(self).__name__} needs a model with .backbone and "
+                             ".head (medsweep.models.Classifier); use finetune=full for other models")
+        self.stages = backbone_stages(backbone)
+        self._apply(pl_module, trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._apply(pl_module, trainer.current_epoch)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        # whatever called model.train() since (a hook, a user), frozen statistics stay frozen
+        for norm in self._frozen_norms:
+            if norm.training:
+                norm.eval()
+
+
+class FrozenBackbone(StageUnfreezing):
+    """Only the head trains, in every epoch (linear probing)."""
+
+    def trainable_stages(self, epoch: int) -> int | None:
+        return 0
+
+
+class TwoPhaseUnfreezing(StageUnfreezing):
+    """The head alone for ``head_epochs`` epochs, then also the last ``unfreeze_stages`` stages.
+
+    At the switch every learning rate (head and backbone groups, and the schedulers' bases) is
+    multiplied by ``lr_factor``. ``unfreeze_stages`` of -1 or None unfreezes the whole backbone.
+    """
+
+    def __init__(self, head_epochs: int = 5, unfreeze_stages: int | None = -1, lr_factor: float = 0.1):
+        super().__init__()
+        if head_epochs < 0:
+            raise ValueError(f"finetune.policy.head_epochs={head_epochs} must be >= 0")
+        if unfreeze_stages is not None and unfreeze_stages != -1 and unfreeze_stages < 1:
+            raise ValueError(f"finetune.policy.unfreeze_stages={unfreeze_stages} must be >= 1, or -1/null "
+                             "for all stages (finetune=frozen trains the head only)")
+        if lr_factor <= 0:
+            raise ValueError(f"finetune.policy.lr_factor={lr_factor} must be > 0")
+        self.head_epochs = head_epochs
+        self.unfreeze_stages = unfreeze_stages
+        self.lr_factor = lr_factor
+        self.lr_scaled = False
+
+    def trainable_stages(self, epoch: int) -> int | None:
+        return 0 if epoch < self.head_epochs else self.unfreeze_stages
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        if trainer.current_epoch >= self.head_epochs and not self.lr_scaled:
+            scale_learning_rates(trainer, self.lr_factor)
+            self.lr_scaled = True
+            log.info("TwoPhaseUnfreezing, epoch %d: learning rates x%g", trainer.current_epoch,
+                     self.lr_factor)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lr_scaled": self.lr_scaled}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.lr_scaled = bool(state_dict.get("lr_scaled", False))
+
+
+class ProgressiveUnfreezing(StageUnfreezing):
+    """The head alone first, then one more stage, from the top, every ``every_epochs`` epochs.
+
+    ``max_stages`` caps how many stages end up training (None: the whole backbone).
+    """
+
+    def __init__(self, every_epochs: int = 2, max_stages: int | None = None):
+        super().__init__()
+        if every_epochs < 1:
+            raise ValueError(f"finetune.policy.every_epochs={every_epochs} must be >= 1")
+        if max_stages is not None and max_stages < 1:
+            raise ValueError(f"finetune.policy.max_stages={max_stages} must be >= 1 or null")
+        self.every_epochs = every_epochs
+        self.max_stages = max_stages
+
+    def trainable_stages(self, epoch: int) -> int | None:
+        n = epoch // self.every_epochs
+        return n if self.max_stages is None else min(n, self.max_stages)
