@@ -8,6 +8,7 @@ EXP ?=
 FOLDS ?= 5
 ARGS ?=
 DIR ?=
+RESUME ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test lint format cv report clean
@@ -39,8 +40,9 @@ format: install ## ruff format and autofix
 	$(VENV)/bin/ruff format src tests train.py
 	$(VENV)/bin/ruff check --fix src tests train.py
 
-cv: install ## k-fold cross-validation: make cv EXP=<preset> FOLDS=5 ARGS="model=resnet18"
-	$(PY) train.py -m $(if $(EXP),experiment=$(EXP)) fold=kfold fold.n_folds=$(FOLDS) 'fold.index=range($(FOLDS))' $(ARGS)
+cv: install ## k-fold cross-validation: make cv EXP=<preset> FOLDS=5 ARGS="model=resnet18" [RESUME=<sweep dir>]
+	$(PY) train.py -m $(if $(EXP),experiment=$(EXP)) fold=kfold fold.n_folds=$(FOLDS) 'fold.index=range($(FOLDS))' \
+		$(if $(RESUME),hydra.sweep.dir=$(RESUME) skip_done=true) $(ARGS)
 
 report: install ## tables, statistics and figures of a sweep: make report DIR=outputs/multirun/...
 	$(VENV)/bin/medsweep report $(DIR) $(ARGS)

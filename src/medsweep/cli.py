@@ -74,15 +74,15 @@ def _metric_columns_that_fit(report: Report, console: Console) -> list[str]:
         return []
     split = chosen.split("/", 1)[0]
     others = [m for m in report.metrics if m.startswith(f"{split}/") and m != chosen]
-    name_width = min(max((len(c) for c in report.summary_text["Configuration"]), default=10), 40)
-    fixed = name_width + 24 + 10 + 8 + 30  # Δ, ok folds, failed, notes
-    budget = console.width - fixed - 17
+    name_width = min(max([13, *(len(c) for c in report.summary_text["Configuration"])]), 24)
+    fixed = name_width + 26 + 11 + 9 + 4  # Δ vs baseline, ok folds, failed, borders
+    budget = console.width - fixed - 16
     columns = [chosen]
     for metric in others:
-        if budget < 17:
+        if budget < 16:
             break
         columns.append(metric)
-        budget -= 17
+        budget -= 16
     return columns
 
 
@@ -96,10 +96,18 @@ def _print_report(report: Report, console: Console) -> None:
     title = f"{report.root} — sorted by {report.metric or '—'} ({order})"
     table = Table(title=title, title_justify="left", header_style="bold")
     columns = ["Configuration", *shown]
-    columns += [c for c in ("Δ vs baseline (95% CI)", "ok folds", "failed", "notes") if c in text]
+    # notes (missing folds, failures) are printed below the table, where they have room
+    columns += [c for c in ("Δ vs baseline (95% CI)", "ok folds", "failed") if c in text]
+    name_width = min(max([13, *(len(c) for c in text["Configuration"])]), 24)
     for column in columns:
-        left = column in {"Configuration", "notes"}
-        table.add_column(column, justify="left" if left else "right", no_wrap=column in shown)
+        left = column == "Configuration"
+        table.add_column(
+            column,
+            justify="left" if left else "right",
+            no_wrap=column in shown,
+            overflow="fold",
+            min_width=name_width if column == "Configuration" else None,
+        )
     for _, row in text.iterrows():
         style = "red" if row["failed"] and row["ok folds"].startswith("0") else None
         table.add_row(*(Text(str(row[c])) for c in columns), style=style)
@@ -113,7 +121,9 @@ def _print_report(report: Report, console: Console) -> None:
         )
     for key, folds in report.missing.items():
         if folds:
-            message = f"missing folds in {label_of(key, report.labels)}: {', '.join(map(str, folds))}"
+            message = (
+                f"missing folds in {label_of(key, report.labels)}: {', '.join(map(str, folds))}"
+            )
             console.print(Text(message, style="yellow"))
     if len(report.failed):
         failed = Table(title=f"Failed runs ({len(report.failed)})", title_justify="left")

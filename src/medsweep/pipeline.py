@@ -16,7 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 from medsweep.callbacks import History, Timing
 from medsweep.data.datamodule import ImageDataModule
 from medsweep.module import ClassificationModule
-from medsweep.results import base_record, git_revision, parse_overrides, versions, write_json_atomic
+from medsweep.results import (
+    base_record,
+    git_revision,
+    parse_overrides,
+    read_metrics,
+    versions,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +151,41 @@ def _relative(path: str | None, root: Path) -> str | None:
         return str(path)
 
 
+def _defining(overrides: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in overrides.items() if k not in ("skip_done", "resume")}
+
+
+def finished_record(run_dir: Path, overrides: dict[str, object]) -> dict | None:
+    """An ok metrics.json for the same overrides, in this run folder or a sibling job's folder."""
+    wanted = _defining(overrides)
+    candidates = [run_dir / "metrics.json", *sorted(run_dir.parent.glob("*/metrics.json"))]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            record = read_metrics(path)
+        except ValueError:
+            continue
+        if record.get("status") == "ok" and _defining(record.get("overrides", {})) == wanted:
+            return record
+    return None
+
+
 def train(cfg: DictConfig) -> dict:
-    """Run one configuration end to end; always leaves ``metrics.json`` in the run folder."""
+    """Run one configuration end to end; always leaves ``metrics.json`` in the run folder.
+
+    With ``skip_done=true`` a configuration + fold that already has an ok metrics.json in this
+    folder or a sibling job's folder (a sweep run again into the same ``hydra.sweep.dir``) is
+    skipped; failed ones run again.
+    """
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     overrides = run_overrides(cfg)
+    if cfg.get("skip_done"):
+        done = finished_record(run_dir, overrides)
+        if done is not None:
+            log.info("skipping %s: finished in %s", done.get("config_key"), done["paths"]["run_dir"])
+            return {**done, "skipped": True}
+    run_dir.mkdir(parents=True, exist_ok=True)
     fold = cfg.fold.get("index", 0)
     record = base_record(overrides, cfg.seed, fold, cfg.fold.get("n_folds", 1))
     record["paths"] = {"run_dir": str(run_dir.resolve()), "config": ".hydra/config.yaml"}

@@ -148,9 +148,9 @@ def test_packaged_imagenet_backbone_works_offline(tmp_path):
         [
             *BASE,
             "model.features=backbone",
-            "model.max_train_samples=200",
-            "model.estimator=random_forest",
+            "model.max_train_samples=300",
             "data=digits_binary",
+            "data.image_size=32",
         ],
         tmp_path,
     )

@@ -74,7 +74,7 @@ class EpochRecord(L.Callback):
                         for s in backbone_stages(pl_module.model.backbone)]
         self._head = [p.detach().clone() for p in pl_module.model.head.parameters()]
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._lrs = [g["lr"] for g in trainer.optimizers[0].param_groups]
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

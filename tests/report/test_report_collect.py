@@ -11,11 +11,11 @@ import pytest
 from medsweep.report import (
     ReportError,
     collect_runs,
-    config_key_from_overrides,
+    config_labels,
     metric_columns,
     resolve_baseline,
 )
-from medsweep.report.configs import safe_names, split_config_key
+from medsweep.report.configs import common_overrides, safe_names, split_config_key
 
 
 def test_collects_every_run_in_job_order(sweep: Path) -> None:
@@ -87,12 +87,20 @@ def test_config_key_derived_from_overrides_when_absent(
     assert runs.loc[0, "fold"] == 2
 
 
-def test_config_key_from_overrides_drops_fold_index_and_seed() -> None:
-    overrides = {"optimizer": "adam", "fold.index": 2, "seed": 3, "loss": "focal", "lr": 0.001}
-    assert config_key_from_overrides(overrides) == "loss=focal,lr=0.001,optimizer=adam"
-    assert config_key_from_overrides({"fold.index": 0}) == ""
-    # choosing a fold scheme is a configuration, only its index is not
-    assert config_key_from_overrides({"fold": "group5"}) == "fold=group5"
+def test_labels_show_only_the_overrides_that_differ() -> None:
+    keys = [
+        "data.image_size=16,fold=kfold,loss=ce,model=small_cnn",
+        "data.image_size=16,fold=kfold,loss=focal,model=small_cnn",
+        "data.image_size=32,fold=kfold,loss=focal,model=small_cnn",
+    ]
+    assert config_labels(keys) == {
+        keys[0]: "data.image_size=16,loss=ce",
+        keys[1]: "data.image_size=16,loss=focal",
+        keys[2]: "data.image_size=32,loss=focal",
+    }
+    assert common_overrides(keys) == "fold=kfold,model=small_cnn"
+    assert config_labels(["", "loss=focal"]) == {"": "(default)", "loss=focal": "loss=focal"}
+    assert config_labels(["model=a,loss=ce"]) == {"model=a,loss=ce": "model=a,loss=ce"}
 
 
 def test_unreadable_metrics_json_is_listed_as_failed(
@@ -115,7 +123,7 @@ def test_unfinished_hydra_job_beside_finished_ones_is_failed(
     make_run(tmp_path / "0", {"loss": "ce"}, 0, {"acc": 0.5})
     killed = tmp_path / "1" / ".hydra"
     killed.mkdir(parents=True)
-    (killed / "overrides.yaml").write_text("- loss=ce\n- fold.index=1\n")
+    (killed / "overrides.yaml").write_text("- loss=ce\n- fold.index=1\n- hydra.launcher.n_jobs=2\n")
     runs = collect_runs(tmp_path)
     assert runs["run"].tolist() == ["0", "1"]
     row = runs.iloc[1]

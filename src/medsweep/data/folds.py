@@ -142,7 +142,7 @@ def check_disjoint(splits: Splits, groups: np.ndarray | None = None, source: str
             if groups is not None:
                 shared_groups = np.intersect1d(groups[parts[a]], groups[parts[b]])
                 if len(shared_groups):
-                    raise ValueError(f"{source}: group {shared_groups[0]!r} is in both {a} and {b} "
+                    raise ValueError(f"{source}: group {str(shared_groups[0])!r} is in both {a} and {b} "
                                      f"({len(shared_groups)} shared groups)")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +63,8 @@ class ClassicalClassifier:
     ``features``: ``pixels`` (the normalized images, flattened) or ``backbone`` (the pooled output
     of a frozen timm model). Training images go through the validation transform: no augmentation.
     ``params`` go to the estimator; ``seed`` becomes its ``random_state``. ``n_threads`` caps the
-    OpenMP/BLAS threads of fitting and prediction (several runs sharing a machine), null: no cap.
+    threads (OpenMP, BLAS, torch) of feature extraction, fitting and prediction, for runs that share
+    a machine; None: no cap.
     """
 
     def __init__(
@@ -179,9 +181,8 @@ class ClassicalClassifier:
 
     def predict_proba(self, x: np.ndarray, task: str, num_classes: int) -> np.ndarray:
         """Probabilities as the deep models give them: (N,) positive class, or (N, K)."""
-        model = self.fitted_
-        with threadpool_limits(self.n_threads):
-            return self._probabilities(model, x, task, num_classes)
+        with thread_limit(self.n_threads):
+            return self._probabilities(self.fitted_, x, task, num_classes)
 
     def _probabilities(
         self, model: BaseEstimator, x: np.ndarray, task: str, num_classes: int
@@ -208,6 +209,10 @@ class ClassicalClassifier:
     def fit_evaluate(self, dm: ImageDataModule) -> dict:
         """Fit on the training part; validation and test metrics in the pipeline's schema."""
         self._check_data(dm)
+        with thread_limit(self.n_threads):
+            return self._fit_evaluate(dm)
+
+    def _fit_evaluate(self, dm: ImageDataModule) -> dict:
         task, classes = dm.task, list(dm.classes)
         plain = dm.datasets["val"].transform
         train = dm.datasets["train"]
@@ -219,8 +224,7 @@ class ClassicalClassifier:
         if self.features == "backbone":
             net = self._feature_net(dm.channels).to("cuda" if torch.cuda.is_available() else "cpu")
         x_train, y_train = self.extract(train, dm, net)
-        with threadpool_limits(self.n_threads):
-            self.fitted_ = self.make_estimator(task).fit(x_train, y_train)
+        self.fitted_ = self.make_estimator(task).fit(x_train, y_train)
         fit_s = time.perf_counter() - start
         log.info(
             "classical %s on %s features (%d x %d) fitted in %.1f s",
@@ -283,6 +287,21 @@ class ClassicalClassifier:
             random_state=self.seed,
         )
         return np.sort(picked)
+
+
+@contextmanager
+def thread_limit(n: int | None) -> Iterator[None]:
+    """Cap OpenMP/BLAS threads (scikit-learn, numpy) and torch's intra-op threads; None: no cap."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _final(model: BaseEstimator) -> BaseEstimator:

@@ -15,7 +15,13 @@ import pandas as pd
 
 from medsweep.report import html_page
 from medsweep.report.collect import collect_runs, config_order, higher_is_better, metric_columns
-from medsweep.report.configs import display_name, resolve_baseline, safe_names
+from medsweep.report.configs import (
+    common_overrides,
+    config_labels,
+    label_of,
+    resolve_baseline,
+    safe_names,
+)
 from medsweep.report.errors import ReportError
 from medsweep.report.stats import STATS_COLUMNS, compare_to_baseline
 from medsweep.report.tables import (
@@ -62,6 +68,8 @@ class Report:
     per_config: dict[str, pd.DataFrame]
     failed: pd.DataFrame
     missing: dict[str, list[int]]
+    labels: dict[str, str] = field(default_factory=dict)
+    common: str = ""
     files: dict[str, Path] = field(default_factory=dict)
     wandb_dir: Path | None = None
 
@@ -124,7 +132,7 @@ def _draw_figures(report: Report) -> dict[str, list[Path]]:
         if not row["history"]:
             continue
         where = f"fold {int(row['fold'])}" if not pd.isna(row["fold"]) else f"run {row['run']}"
-        title = f"{display_name(row['config_key'])} — {where}"
+        title = f"{label_of(row['config_key'], report.labels)} — {where}"
         if row["status"] != "ok":
             title += f" ({row['status']})"
         try:
@@ -149,6 +157,7 @@ def _draw_figures(report: Report) -> dict[str, list[Path]]:
             figures_dir / f"fold_scores_{name}.png",
             order=order,
             baseline=report.baseline,
+            labels=report.labels,
         )
         if path is not None:
             report.files["fold_scores"] = path
@@ -160,12 +169,16 @@ def _failed_section_md(failed: pd.DataFrame, level: str = "##") -> str:
     return f"{level} Failed runs\n\n{body}"
 
 
-def _missing_section_md(missing: dict[str, list[int]]) -> str:
-    lines = [
-        f"- {display_name(k)}: no ok run for fold {', '.join(map(str, v))}"
-        for k, v in missing.items()
+def _missing_lines(report: Report) -> list[str]:
+    return [
+        f"{label_of(k, report.labels)}: no ok run for fold {', '.join(map(str, v))}"
+        for k, v in report.missing.items()
         if v
     ]
+
+
+def _missing_section_md(report: Report) -> str:
+    lines = [f"- {line}" for line in _missing_lines(report)]
     return "## Missing folds\n\n" + ("\n".join(lines) if lines else "None.") + "\n"
 
 
@@ -182,9 +195,11 @@ def _header_lines(report: Report) -> list[str]:
         f"Runs: {len(runs)} ({n_ok} ok, {len(runs) - n_ok} failed) in "
         f"{runs['config_key'].nunique()} configurations",
         f"Sorted by: {report.metric or '—'} ({direction})",
-        f"Baseline: {display_name(report.baseline) if report.baseline is not None else '—'}",
+        f"Baseline: {label_of(report.baseline, report.labels) if report.baseline is not None else '—'}",
         f"Created: {datetime.now().isoformat(timespec='seconds')}",
     ]
+    if report.common:
+        lines.insert(3, f"Common to all configurations: {report.common}")
     return lines
 
 
@@ -198,12 +213,12 @@ def _write_markdown(report: Report, curves: dict[str, list[Path]]) -> None:
         rel = report.files["fold_scores"].relative_to(out).as_posix()
         parts.append(f"![{report.metric} per fold]({rel})\n")
     if report.metric and len(report.stats):
-        chosen = stats_display(_stats_for_metric(report, report.metric))
+        chosen = stats_display(_stats_for_metric(report, report.metric), labels=report.labels)
         parts.append(
             f"## Comparison with the baseline on {report.metric}\n\n{to_markdown(chosen)}\n"
             "See stats.md for every metric and the method.\n"
         )
-    parts.append(_missing_section_md(report.missing))
+    parts.append(_missing_section_md(report))
     parts.append(_failed_section_md(report.failed))
     report.files["summary_md"] = out / "summary.md"
     report.files["summary_md"].write_text("\n".join(parts))
@@ -215,24 +230,29 @@ def _write_markdown(report: Report, curves: dict[str, list[Path]]) -> None:
         for metric in ordered:
             rows = _stats_for_metric(report, metric)
             if len(rows):
-                stats_parts.append(f"## {metric}\n\n{to_markdown(stats_display(rows))}")
+                stats_parts.append(
+                    f"## {metric}\n\n{to_markdown(stats_display(rows, labels=report.labels))}"
+                )
     else:
         stats_parts.append("No comparison: fewer than two configurations.\n")
-    stats_parts.append(_missing_section_md(report.missing))
+    stats_parts.append(_missing_section_md(report))
     stats_parts.append(_failed_section_md(report.failed))
     report.files["stats_md"] = out / "stats.md"
     report.files["stats_md"].write_text("\n".join(stats_parts))
 
     per_config_dir = out / "per_config"
     per_config_dir.mkdir(exist_ok=True)
-    names = safe_names(list(report.per_config))
+    keys = list(report.per_config)
+    by_label = safe_names([label_of(k, report.labels) for k in keys])
+    names = {k: by_label[label_of(k, report.labels)] for k in keys}
     for key, table in report.per_config.items():
         group = report.runs[report.runs["config_key"] == key]
         n_ok = int((group["status"] == "ok").sum())
         info = f"Runs: {len(group)} ({n_ok} ok, {len(group) - n_ok} failed)"
         if report.missing.get(key):
             info += " · missing folds: " + ", ".join(map(str, report.missing[key]))
-        text = [f"# Configuration: {display_name(key)}\n\n{info}\n", to_markdown(table, index=True)]
+        title = f"# Configuration: {label_of(key, report.labels)}\n\n"
+        text = [f"{title}Key: `{key}`\n\n{info}\n", to_markdown(table, index=True)]
         failed = report.failed[report.failed["run"].isin(group["run"])]
         text.append(_failed_section_md(failed))
         if key in curves:
@@ -269,14 +289,10 @@ def _write_html(report: Report, curves: dict[str, list[Path]]) -> None:
         for i, metric in enumerate(ordered):
             rows = _stats_for_metric(report, metric)
             if len(rows):
-                table = h.table_html(stats_display(rows))
+                table = h.table_html(stats_display(rows, labels=report.labels))
                 body += h.details_html(metric, table, open_=i == 0)
         sections.append(h.section_html("Comparison with the baseline", body, anchor="stats"))
-    missing = [
-        f"{display_name(k)}: no ok run for fold {', '.join(map(str, v))}"
-        for k, v in report.missing.items()
-        if v
-    ]
+    missing = _missing_lines(report)
     missing_body = "".join(h.paragraph(m, "note") for m in missing) or h.paragraph("None.")
     sections.append(h.section_html("Missing folds", missing_body, anchor="missing"))
     failed_body = (
@@ -296,7 +312,8 @@ def _write_html(report: Report, curves: dict[str, list[Path]]) -> None:
                 h.figure_html(p.relative_to(out).as_posix(), p.stem) for p in curves[key]
             )
             body += h.details_html(f"Training curves ({len(curves[key])} runs)", figures)
-        config_blocks.append(h.section_html(display_name(key), body, level=3))
+        body = h.paragraph(f"Key: {key}", "meta") + body
+        config_blocks.append(h.section_html(label_of(key, report.labels), body, level=3))
     sections.append(h.section_html("Configurations", "".join(config_blocks), anchor="configs"))
     title = f"Sweep report: {report.root.resolve().name}"
     report.files["html"] = out / "report.html"
@@ -315,6 +332,8 @@ def _write_meta(report: Report) -> None:
         "n_ok": int((runs["status"] == "ok").sum()),
         "n_failed": int((runs["status"] != "ok").sum()),
         "configs": runs["config_key"].drop_duplicates().tolist(),
+        "labels": report.labels,
+        "common_overrides": report.common,
         "files": {k: v.relative_to(report.out_dir).as_posix() for k, v in report.files.items()},
         "created": datetime.now().isoformat(timespec="seconds"),
     }
@@ -386,7 +405,8 @@ def build_report(
         stats = compare_to_baseline(runs, baseline_key, metrics, configs)
     else:
         stats = pd.DataFrame(columns=STATS_COLUMNS)
-    summary = summary_table(runs, metrics, sort_by=metric, stats=stats)
+    labels = config_labels(configs)
+    summary = summary_table(runs, metrics, sort_by=metric, stats=stats, labels=labels)
     missing = {key: missing_folds(runs[runs["config_key"] == key]) for key in configs}
     notes = dict(zip(summary["config_key"], summary["notes"], strict=True))
     stats["notes"] = stats["config_key"].map(notes).fillna("")
@@ -401,8 +421,10 @@ def build_report(
         summary_text=summary_display(summary, metrics, baseline_key, digits),
         stats=stats,
         per_config={key: per_fold_table(runs, key, metrics) for key in summary["config_key"]},
-        failed=failed_runs_table(runs),
+        failed=failed_runs_table(runs, labels),
         missing=missing,
+        labels=labels,
+        common=common_overrides(configs),
     )
     _prepare_out_dir(out_dir)
     curves = _draw_figures(report) if figures else {}

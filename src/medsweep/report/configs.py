@@ -47,9 +47,7 @@ def config_labels(config_keys: Sequence[str]) -> dict[str, str]:
     pairs = {key: split_config_key(key) for key in keys}
     names = list(dict.fromkeys(name for p in pairs.values() for name in p))
     varying = {
-        name
-        for name in names
-        if len({p.get(name) for p in pairs.values()}) > 1 or len(keys) == 1
+        name for name in names if len({p.get(name) for p in pairs.values()}) > 1 or len(keys) == 1
     }
     labels = {}
     for key in keys:

@@ -125,11 +125,11 @@ def plot_fold_scores(
     if not any(len(d) for d in data):
         log.warning("no %s scores to draw", metric)
         return None
-    labels = []
+    ticks = []
     for key in order:
         label = label_of(key, labels)
         label = label if len(label) <= 60 else label[:57] + "..."
-        labels.append(label + ("  [baseline]" if baseline is not None and key == baseline else ""))
+        ticks.append(label + ("  [baseline]" if baseline is not None and key == baseline else ""))
     fig = Figure(figsize=(8.0, 1.0 + 0.45 * len(order)), layout="constrained")
     ax = fig.subplots()
     positions = np.arange(len(order))[::-1]  # best (first) configuration on top
@@ -148,7 +148,7 @@ def plot_fold_scores(
     for values, position in zip(data, positions, strict=True):
         offsets = jitter.uniform(-0.12, 0.12, size=len(values))
         ax.scatter(values, position + offsets, s=18, color="tab:blue", alpha=0.8, zorder=3)
-    ax.set_yticks(positions, labels)
+    ax.set_yticks(positions, ticks)
     ax.set_xlabel(metric)
     ax.set_title(f"{metric} per fold", fontsize="medium")
     ax.grid(axis="x", alpha=0.3)

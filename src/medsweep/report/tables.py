@@ -45,13 +45,23 @@ def format_p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3g}"
 
 
+def format_signed(value: float, digits: int = 3) -> str:
+    """Format a difference with its sign; values that round to zero read ``+0.000``."""
+    if value is None or math.isnan(value):
+        return DASH
+    if abs(value) < 0.5 * 10**-digits:
+        value = 0.0
+    return f"{value:+.{digits}f}"
+
+
 def format_diff_ci(row: pd.Series, digits: int = 3) -> str:
     """Format a comparison as ``+0.012 [-0.003, +0.027]``, with ``*`` when significant."""
     if math.isnan(row["mean_diff"]):
         return DASH
-    text = f"{row['mean_diff']:+.{digits}f}"
+    text = format_signed(row["mean_diff"], digits)
     if not math.isnan(row["ci_low"]):
-        text += f" [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]"
+        low, high = format_signed(row["ci_low"], digits), format_signed(row["ci_high"], digits)
+        text += f" [{low}, {high}]"
     return text + (" *" if row["significant"] else "")
 
 
@@ -189,9 +199,7 @@ def summary_display(
     return table
 
 
-def failed_runs_table(
-    runs: pd.DataFrame, labels: Mapping[str, str] | None = None
-) -> pd.DataFrame:
+def failed_runs_table(runs: pd.DataFrame, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Return the failed runs with their configuration, fold, seed and error."""
     failed = runs[runs["status"] != "ok"]
     return pd.DataFrame(
@@ -218,11 +226,11 @@ def stats_display(
             "paired folds": stats["n_pairs"].astype(int),
             "baseline mean": stats["baseline_mean"].map(lambda v: format_number(v, digits)),
             "config mean": stats["config_mean"].map(lambda v: format_number(v, digits)),
-            "Δ mean": stats["mean_diff"].map(
-                lambda v: DASH if math.isnan(v) else f"{v:+.{digits}f}"
-            ),
+            "Δ mean": [format_signed(v, digits) for v in stats["mean_diff"]],
             "95% CI": [
-                DASH if math.isnan(lo) else f"[{lo:+.{digits}f}, {hi:+.{digits}f}]"
+                DASH
+                if math.isnan(lo)
+                else f"[{format_signed(lo, digits)}, {format_signed(hi, digits)}]"
                 for lo, hi in zip(stats["ci_low"], stats["ci_high"], strict=True)
             ],
             "p (corrected t)": stats["p_value"].map(format_p),
