@@ -8,10 +8,11 @@ EXP ?=
 FOLDS ?= 5
 ARGS ?=
 DIR ?=
+SWEEP ?=
 RESUME ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format cv report clean
+.PHONY: help install train test lint format cv sweep report clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +44,10 @@ format: install ## ruff format and autofix
 cv: install ## k-fold cross-validation: make cv EXP=<preset> FOLDS=5 ARGS="model=resnet18" [RESUME=<sweep dir>]
 	$(PY) train.py -m $(if $(EXP),experiment=$(EXP)) fold=kfold fold.n_folds=$(FOLDS) 'fold.index=range($(FOLDS))' \
 		$(if $(RESUME),hydra.sweep.dir=$(RESUME) skip_done=true) $(ARGS)
+
+sweep: install ## a named study grid: make sweep SWEEP=<preset>/<grid> ARGS="..." [RESUME=<sweep dir>]
+	@test -n "$(SWEEP)" || { echo "SWEEP=<preset>/<grid> is required; grids:"; cd conf/sweep && ls */*.yaml | sed 's/.yaml$$//'; exit 2; }
+	$(PY) train.py -m sweep=$(SWEEP) $(if $(RESUME),hydra.sweep.dir=$(RESUME) skip_done=true) $(ARGS)
 
 report: install ## tables, statistics and figures of a sweep: make report DIR=outputs/multirun/...
 	$(VENV)/bin/medsweep report $(DIR) $(ARGS)

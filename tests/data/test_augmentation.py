@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ SIZE = 32
 PRESETS = conf_options("augmentation")
 
 
-def images(channels: int, n: int = 12) -> np.ndarray:
+def images(channels: int, n: int = 8) -> np.ndarray:
     """uint8 (n, 8, 8, channels) digits; the 3-channel copy has distinct channels (a color image)."""
     gray = np.clip(load_digits().images[:n] * 16, 0, 255).astype(np.uint8)
     if channels == 1:
@@ -26,13 +27,23 @@ def images(channels: int, n: int = 12) -> np.ndarray:
     return np.stack([gray, 255 - gray, np.roll(gray, 2, axis=2)], axis=-1)
 
 
+@cache
+def preset_config(preset: str):
+    """``augmentation=<preset>`` composed with the real configs (once per preset: Hydra is slow)."""
+    return compose_config([f"augmentation={preset}", f"data.image_size={SIZE}"]).augmentation
+
+
 def preset_transform(preset: str, channels: int, seed: int | None = 0) -> ImageTransform:
-    """The training transform the pipeline builds for ``augmentation=<preset>``."""
-    aug = compose_config([f"augmentation={preset}", f"data.image_size={SIZE}",
-                          f"data.channels={channels}"]).augmentation
-    return ImageTransform(SIZE, (0.5,) * channels, (0.25,) * channels,
-                          [instantiate(op) for op in aug.albumentations or []],
-                          [instantiate(op) for op in aug.monai or []], seed=seed)
+    """The training transform the pipeline builds for ``augmentation=<preset>``: fresh ops each call."""
+    aug = preset_config(preset)
+    return ImageTransform(
+        SIZE,
+        (0.5,) * channels,
+        (0.25,) * channels,
+        [instantiate(op) for op in aug.albumentations or []],
+        [instantiate(op) for op in aug.monai or []],
+        seed=seed,
+    )
 
 
 def apply(transform: ImageTransform, batch: np.ndarray) -> torch.Tensor:
@@ -58,7 +69,9 @@ def test_preset_changes_images_and_keeps_shape_and_dtype(preset: str, channels: 
         torch.testing.assert_close(out, plain, rtol=0, atol=0)
     else:
         assert not transform.is_identity_augmentation
-        assert sum(changed) >= 2, f"augmentation={preset} changed {sum(changed)} of {len(batch)} images"
+        assert sum(changed) >= 2, (
+            f"augmentation={preset} changed {sum(changed)} of {len(batch)} images"
+        )
 
 
 @pytest.mark.parametrize("preset", [p for p in PRESETS if p != "none"])
@@ -78,6 +91,6 @@ def test_random_resized_crop_follows_the_image_size() -> None:
         assert instantiate(crop).size == (48, 48)
 
 
-@pytest.mark.parametrize("preset", ["dermoscopy", "monai_spatial"])
-def test_preset_trains_end_to_end(preset: str, tmp_path: Path) -> None:
-    assert run([*FAST, f"augmentation={preset}"], tmp_path)["status"] == "ok"
+def test_monai_preset_trains_end_to_end(tmp_path: Path) -> None:
+    # MONAI ops return MetaTensors; the transform hands plain tensors to the loader and model
+    assert run([*FAST, "augmentation=monai_spatial"], tmp_path)["status"] == "ok"

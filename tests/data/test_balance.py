@@ -90,14 +90,25 @@ def test_duplicate_minority_spreads_copies_evenly() -> None:
 def imbalanced_digits() -> ImageSource:
     """Digits 0, 1, 2 kept 178 / 60 / 30 times: a small imbalanced in-memory source."""
     bunch = load_digits()
-    keep = np.concatenate([np.flatnonzero(bunch.target == c)[:n] for c, n in [(0, 178), (1, 60), (2, 30)]])
+    keep = np.concatenate(
+        [np.flatnonzero(bunch.target == c)[:n] for c, n in [(0, 178), (1, 60), (2, 30)]]
+    )
     images = np.clip(bunch.images[keep] * 16, 0, 255).astype(np.uint8)
-    return ImageSource(bunch.target[keep].astype(np.int64), ["0", "1", "2"], "digits012", images=images)
+    return ImageSource(
+        bunch.target[keep].astype(np.int64), ["0", "1", "2"], "digits012", images=images
+    )
 
 
 def _datamodule(source: ImageSource, balance: Balance) -> ImageDataModule:
-    dm = ImageDataModule(source, Holdout(seed=0), image_size=8, seed=0, batch_size=32,
-                         train_sampler=balance.sampler, train_index_hook=balance.train_indices)
+    dm = ImageDataModule(
+        source,
+        Holdout(seed=0),
+        image_size=8,
+        seed=0,
+        batch_size=32,
+        train_sampler=balance.sampler,
+        train_index_hook=balance.train_indices,
+    )
     dm.setup()
     return dm
 
@@ -128,19 +139,27 @@ def test_oversampling_loader_balances_an_epoch() -> None:
 
 
 def test_every_balance_option_is_tested_here() -> None:
-    assert set(conf_options("balance")) == {"none", "class_weights", "pos_weight", "oversample",
-                                            "oversample_duplicate"}
+    assert set(conf_options("balance")) == {
+        "none",
+        "class_weights",
+        "pos_weight",
+        "oversample",
+        "oversample_duplicate",
+    }
 
 
-@pytest.mark.parametrize("overrides", [
-    ["balance=none"],
-    ["balance=class_weights"],
-    ["balance=class_weights", "balance.class_weights=effective"],
-    ["balance=oversample"],
-    ["balance=oversample_duplicate"],
-    ["balance=pos_weight", "data=digits_binary", "loss=bce"],
-    ["balance=pos_weight", "data=digits_multilabel", "loss=bce"],
-], ids=lambda o: " ".join(o))
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["balance=none"],
+        ["balance=class_weights"],
+        ["balance=oversample"],
+        ["balance=oversample_duplicate"],
+        ["balance=pos_weight", "data=digits_binary", "loss=bce"],
+        ["balance=pos_weight", "data=digits_multilabel", "loss=bce"],
+    ],
+    ids=lambda o: " ".join(o),
+)
 def test_balance_option_trains_end_to_end(overrides: list[str], tmp_path: Path) -> None:
     record = run([*FAST, *overrides], tmp_path)
     assert record["status"] == "ok"
@@ -151,12 +170,16 @@ def test_pos_weight_on_the_default_multiclass_data_fails_naming_the_key(tmp_path
         run([*FAST, "balance=pos_weight"], tmp_path)
 
 
-@pytest.mark.parametrize(("overrides", "attr"), [
-    (["balance=pos_weight", "data=digits_binary", "loss=bce"], "pos_weight"),
-    (["balance=class_weights"], "weight"),
-])
-def test_pipeline_computes_loss_balancing_from_the_training_fold(overrides: list[str], attr: str,
-                                                                 tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "attr"),
+    [
+        (["balance=pos_weight", "data=digits_binary", "loss=bce"], "pos_weight"),
+        (["balance=class_weights"], "weight"),
+    ],
+)
+def test_pipeline_computes_loss_balancing_from_the_training_fold(
+    overrides: list[str], attr: str, tmp_path: Path
+) -> None:
     from medsweep.pipeline import build_datamodule, build_model, build_module
 
     cfg = compose([*FAST, *overrides], tmp_path)
@@ -167,4 +190,6 @@ def test_pipeline_computes_loss_balancing_from_the_training_fold(overrides: list
         expected = [(train == 0).sum() / (train == 1).sum()]
     else:
         expected = class_weights(train, len(dm.classes), "inverse")
-    torch.testing.assert_close(getattr(module.loss_fn, attr), torch.tensor(expected, dtype=torch.float32))
+    torch.testing.assert_close(
+        getattr(module.loss_fn, attr), torch.tensor(expected, dtype=torch.float32)
+    )

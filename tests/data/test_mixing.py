@@ -68,14 +68,33 @@ def _mixup_lambda(x: torch.Tensor, mixed: torch.Tensor) -> float:
     return float(((mixed - x.flip(0)) * d).sum() / (d * d).sum())
 
 
-@pytest.mark.parametrize(("task", "target"), [
-    ("binary", torch.tensor([[1.0], [0.0], [0.0], [1.0], [1.0], [0.0], [0.0], [0.0]])),
-    ("multilabel", torch.tensor([[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 1, 0],
-                                 [1, 1, 1], [0, 0, 0], [1, 0, 0], [0, 1, 1]], dtype=torch.float32)),
-])
+@pytest.mark.parametrize(
+    ("task", "target"),
+    [
+        ("binary", torch.tensor([[1.0], [0.0], [0.0], [1.0], [1.0], [0.0], [0.0], [0.0]])),
+        (
+            "multilabel",
+            torch.tensor(
+                [
+                    [1, 0, 1],
+                    [0, 0, 1],
+                    [1, 1, 0],
+                    [0, 1, 0],
+                    [1, 1, 1],
+                    [0, 0, 0],
+                    [1, 0, 0],
+                    [0, 1, 1],
+                ],
+                dtype=torch.float32,
+            ),
+        ),
+    ],
+)
 def test_dense_targets_mix_with_the_image_lambda(task: str, target: torch.Tensor) -> None:
     x = batch()[0]
-    mix = MixUpCutMix(task, 2 if task == "binary" else 3, mixup_alpha=1.0, label_smoothing=0.1, seed=1)
+    mix = MixUpCutMix(
+        task, 2 if task == "binary" else 3, mixup_alpha=1.0, label_smoothing=0.1, seed=1
+    )
     mixed_x, mixed_t = mix(x, target)
     lam = _mixup_lambda(x, mixed_x)
     assert 0 < lam < 1
@@ -92,7 +111,9 @@ def test_odd_batch_mixes_all_but_the_last_sample() -> None:
     head_x, head_t = MixUpCutMix("multiclass", K, mixup_alpha=1.0, seed=0)(x[:6], target[:6])
     torch.testing.assert_close(mixed_x[:6], head_x)
     torch.testing.assert_close(mixed_t[:6], head_t)
-    one_x, one_t = MixUpCutMix("multiclass", K, mixup_alpha=1.0, label_smoothing=0.2)(x[:1], target[:1])
+    one_x, one_t = MixUpCutMix("multiclass", K, mixup_alpha=1.0, label_smoothing=0.2)(
+        x[:1], target[:1]
+    )
     torch.testing.assert_close(one_x, x[:1])
     torch.testing.assert_close(one_t.sum(1), torch.ones(1))
 
@@ -121,26 +142,64 @@ def test_disabled_and_bad_inputs() -> None:
         MixUpCutMix("multiclass", K, mixup_alpha=0.2, mode="rows")
 
 
+@pytest.fixture(scope="module")
+def reference_block():
+    return OmegaConf.to_container(
+        compose_config(["augmentation=none"]).augmentation.batch_transform
+    )
+
+
+DIGITS = SimpleNamespace(task="multiclass", classes=[str(c) for c in range(10)])
+
+
 @pytest.mark.parametrize("preset", conf_options("augmentation"))
-def test_every_preset_carries_the_same_batch_transform_off_by_default(preset: str) -> None:
-    reference = compose_config(["augmentation=none"]).augmentation.batch_transform
+def test_every_preset_carries_the_same_batch_transform_off_by_default(
+    preset: str, reference_block
+) -> None:
     cfg = compose_config([f"augmentation={preset}"])
-    assert OmegaConf.to_container(cfg.augmentation.batch_transform) == OmegaConf.to_container(reference)
-    dm = SimpleNamespace(task="multiclass", classes=[str(c) for c in range(10)])
-    assert build_batch_transform(cfg, dm) is None
-    on = compose_config([f"augmentation={preset}", "augmentation.batch_transform.mixup_alpha=0.2",
-                         "augmentation.batch_transform.cutmix_alpha=1.0"])
-    transform = build_batch_transform(on, dm)
+    assert OmegaConf.to_container(cfg.augmentation.batch_transform) == reference_block
+    assert build_batch_transform(cfg, DIGITS) is None
+    cfg.augmentation.batch_transform.cutmix_alpha = 1.0
+    transform = build_batch_transform(cfg, DIGITS)
     assert isinstance(transform, MixUpCutMix) and transform.enabled
 
 
-@pytest.mark.parametrize("overrides", [
-    ["augmentation=moderate", "augmentation.batch_transform.mixup_alpha=0.2",
-     "augmentation.batch_transform.cutmix_alpha=1.0"],
-    ["data=digits_multilabel", "loss=bce", "augmentation.batch_transform.mixup_alpha=0.2",
-     "augmentation.batch_transform.label_smoothing=0.1"],
-    ["data=digits_binary", "data.batch_size=15", "augmentation.batch_transform.cutmix_alpha=1.0",
-     "augmentation.batch_transform.mode=elem"],
-], ids=["multiclass", "multilabel", "binary-odd-batch"])
+def test_mixing_is_switched_on_from_the_command_line() -> None:
+    cfg = compose_config(
+        [
+            "augmentation=dermoscopy",
+            "augmentation.batch_transform.mixup_alpha=0.2",
+            "augmentation.batch_transform.cutmix_alpha=1.0",
+            "augmentation.batch_transform.label_smoothing=0.1",
+        ]
+    )
+    transform = build_batch_transform(cfg, DIGITS)
+    assert transform.mixup.mixup_alpha == 0.2 and transform.mixup.cutmix_alpha == 1.0
+    assert transform.mixup.label_smoothing == 0.1 and transform.mixup.num_classes == 10
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [
+            "augmentation=moderate",
+            "augmentation.batch_transform.mixup_alpha=0.2",
+            "augmentation.batch_transform.cutmix_alpha=1.0",
+        ],
+        [
+            "data=digits_multilabel",
+            "loss=bce",
+            "augmentation.batch_transform.mixup_alpha=0.2",
+            "augmentation.batch_transform.label_smoothing=0.1",
+        ],
+        [
+            "data=digits_binary",
+            "data.batch_size=15",
+            "augmentation.batch_transform.cutmix_alpha=1.0",
+            "augmentation.batch_transform.mode=elem",
+        ],
+    ],
+    ids=["multiclass", "multilabel", "binary-odd-batch"],
+)
 def test_mixing_trains_end_to_end(overrides: list[str], tmp_path: Path) -> None:
     assert run([*FAST, *overrides], tmp_path)["status"] == "ok"

@@ -62,7 +62,7 @@ def write_run(
     if fold is not None:
         full["fold.index"] = fold
     if config_key is None:
-        config_key = ",".join(sorted(f"{k}={v}" for k, v in overrides.items()))
+        config_key = ",".join(sorted(f"{k}={v}" for k, v in overrides.items() if k != "seed"))
     hydra = run_dir / ".hydra"
     hydra.mkdir(exist_ok=True)
     (hydra / "overrides.yaml").write_text("".join(f"- {k}={v}\n" for k, v in full.items()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,20 @@ def test_compare_to_baseline_has_one_row_per_config_and_metric(sweep: Path) -> N
     marked = table.set_index(["config_key", "metric"])["significant"]
     assert bool(marked[("loss=focal", "val/acc")]) is True
     assert bool(marked[("loss=focal", "val/auroc")]) is False
+
+
+def test_repeated_seeds_without_folds_pair_by_seed(
+    tmp_path: Path, make_run: Callable[..., Path]
+) -> None:
+    job = 0
+    for lr, accs in ((0.1, {1: 0.61, 2: 0.64, 3: 0.63}), (0.01, {3: 0.54, 1: 0.52, 2: 0.53})):
+        for seed, acc in accs.items():
+            overrides = {"optimizer.lr": lr, "seed": seed}
+            make_run(tmp_path / str(job), overrides, None, {"acc": acc}, n_folds=None, seed=seed)
+            job += 1
+    runs = collect_runs(tmp_path)
+    assert runs["config_key"].tolist() == ["optimizer.lr=0.1"] * 3 + ["optimizer.lr=0.01"] * 3
+    row = paired_comparison(runs, "optimizer.lr=0.01", "optimizer.lr=0.1", "val/acc")
+    # pairs by seed: (0.52-0.61, 0.53-0.64, 0.54-0.63) = (-0.09, -0.11, -0.09)
+    assert row["n_pairs"] == 3
+    assert row["mean_diff"] == pytest.approx(-0.29 / 3)

@@ -31,18 +31,30 @@ class MixUpCutMix:
     Use ``label_smoothing`` here or ``loss.label_smoothing``, not both: they would compound.
     """
 
-    def __init__(self, task: str, num_classes: int, mixup_alpha: float = 0.0,
-                 cutmix_alpha: float = 0.0, cutmix_minmax: tuple[float, float] | None = None,
-                 prob: float = 1.0, switch_prob: float = 0.5, mode: str = "batch",
-                 correct_lam: bool = True, label_smoothing: float = 0.0, seed: int | None = None):
+    def __init__(
+        self,
+        task: str,
+        num_classes: int,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        cutmix_minmax: tuple[float, float] | None = None,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        mode: str = "batch",
+        correct_lam: bool = True,
+        label_smoothing: float = 0.0,
+        seed: int | None = None,
+    ):
         key = "augmentation.batch_transform"
         if task not in TASKS:
             raise ValueError(f"{key}: task={task!r} is not valid; choose one of {list(TASKS)}")
         if mode not in MODES:
             raise ValueError(f"{key}.mode={mode!r} is not valid; choose one of {list(MODES)}")
         if mixup_alpha < 0 or cutmix_alpha < 0:
-            raise ValueError(f"{key}: mixup_alpha and cutmix_alpha must be >= 0 "
-                             f"(got {mixup_alpha}, {cutmix_alpha}); 0 turns that mix off")
+            raise ValueError(
+                f"{key}: mixup_alpha and cutmix_alpha must be >= 0 "
+                f"(got {mixup_alpha}, {cutmix_alpha}); 0 turns that mix off"
+            )
         if not 0.0 <= prob <= 1.0 or not 0.0 <= switch_prob <= 1.0:
             raise ValueError(f"{key}: prob={prob} and switch_prob={switch_prob} must lie in [0, 1]")
         if not 0.0 <= label_smoothing < 1.0:
@@ -52,15 +64,25 @@ class MixUpCutMix:
         self.enabled = mixup_alpha > 0 or cutmix_alpha > 0 or cutmix_minmax is not None
         self.dense = task != "multiclass"
         self.label_smoothing = label_smoothing
-        options = {"multi_label": True} if self.dense else {}
+        self._dense_option = {"multi_label": True} if self.dense else {}
         if self.dense and self.enabled and not _timm_mixes_dense_targets():
-            raise ValueError(f"{key}: mixing {task} targets needs a timm whose Mixup takes "
-                             "multi_label (timm>=1.0.31); upgrade timm or set mixup_alpha=0 "
-                             "and cutmix_alpha=0")
-        self.mixup = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
-                           cutmix_minmax=cutmix_minmax, prob=prob, switch_prob=switch_prob,
-                           mode=mode, correct_lam=correct_lam, label_smoothing=label_smoothing,
-                           num_classes=self.units, **options)
+            raise ValueError(
+                f"{key}: mixing {task} targets needs a timm whose Mixup takes "
+                "multi_label (timm 1.0.31 has it); upgrade timm or set mixup_alpha=0 "
+                "and cutmix_alpha=0"
+            )
+        self.mixup = Mixup(
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+            cutmix_minmax=cutmix_minmax,
+            prob=prob,
+            switch_prob=switch_prob,
+            mode=mode,
+            correct_lam=correct_lam,
+            label_smoothing=label_smoothing,
+            num_classes=self.units,
+            **self._dense_option,
+        )
         self._state = None if seed is None else np.random.RandomState(seed).get_state()
 
     @contextmanager
@@ -82,15 +104,22 @@ class MixUpCutMix:
 
     def _unmixed(self, target: torch.Tensor) -> torch.Tensor:
         """Targets with label smoothing only (lambda = 1)."""
-        return mixup_target(self._timm_targets(target), self.units, 1.0, self.label_smoothing,
-                            **({"multi_label": True} if self.dense else {}))
+        return mixup_target(
+            self._timm_targets(target),
+            self.units,
+            1.0,
+            self.label_smoothing,
+            **self._dense_option,
+        )
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mixed images and targets (new tensors; the inputs are left as they were)."""
         if target.ndim != 2 or target.shape != (len(x), self.units):
-            raise ValueError(f"augmentation.batch_transform expects dense {self.task} targets of "
-                             f"shape ({len(x)}, {self.units}); got {tuple(target.shape)}")
+            raise ValueError(
+                f"augmentation.batch_transform expects dense {self.task} targets of "
+                f"shape ({len(x)}, {self.units}); got {tuple(target.shape)}"
+            )
         if not self.enabled:
             return x, target
         even = len(x) - len(x) % 2
@@ -101,5 +130,7 @@ class MixUpCutMix:
                 mixed_x, mixed_t = x[:0], target[:0]
         if even < len(x):
             mixed_x = torch.cat([mixed_x, x[even:]])
-            mixed_t = torch.cat([mixed_t.to(target.device), self._unmixed(target[even:]).to(target.device)])
+            mixed_t = torch.cat(
+                [mixed_t.to(target.device), self._unmixed(target[even:]).to(target.device)]
+            )
         return mixed_x, mixed_t.to(target.dtype)

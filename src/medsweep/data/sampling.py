@@ -16,8 +16,9 @@ def class_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.bincount(labels, minlength=n_classes).astype(np.float64)
 
 
-def class_weights(labels: np.ndarray, n_classes: int, kind: str = "inverse",
-                  beta: float = 0.999) -> np.ndarray:
+def class_weights(
+    labels: np.ndarray, n_classes: int, kind: str = "inverse", beta: float = 0.999
+) -> np.ndarray:
     """Per-class loss weights that sum to ``n_classes``.
 
     ``inverse``: N / (K * n_c). ``effective``: (1 - beta) / (1 - beta ** n_c), the effective
@@ -32,7 +33,9 @@ def class_weights(labels: np.ndarray, n_classes: int, kind: str = "inverse",
     elif kind == "effective":
         weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
     else:
-        raise ValueError(f"balance.class_weights={kind!r} is not valid; choose one of {list(CLASS_WEIGHTS)}")
+        raise ValueError(
+            f"balance.class_weights={kind!r} is not valid; choose one of {list(CLASS_WEIGHTS)}"
+        )
     return weights * n_classes / weights.sum()
 
 
@@ -62,8 +65,10 @@ def duplicate_minority(indices: np.ndarray, labels: np.ndarray, seed: int = 42) 
     samples plus a random draw without replacement for the rest, so copies are spread evenly.
     """
     if labels.ndim == 2:
-        raise ValueError("balance.duplicate (balance=oversample_duplicate) needs single-label data; "
-                         "use balance=oversample for multilabel tasks")
+        raise ValueError(
+            "balance.duplicate (balance=oversample_duplicate) needs single-label data; "
+            "use balance=oversample for multilabel tasks"
+        )
     rng = np.random.default_rng(seed)
     counts = np.bincount(labels)
     target = counts.max()
@@ -80,10 +85,19 @@ def duplicate_minority(indices: np.ndarray, labels: np.ndarray, seed: int = 42) 
 class Balance:
     """One ``balance`` option: which of loss weighting, sampling or duplication to apply."""
 
-    def __init__(self, class_weights: str | None = None, beta: float = 0.999, pos_weight: bool = False,
-                 oversample: bool = False, duplicate: bool = False, seed: int = 42):
+    def __init__(
+        self,
+        class_weights: str | None = None,
+        beta: float = 0.999,
+        pos_weight: bool = False,
+        oversample: bool = False,
+        duplicate: bool = False,
+        seed: int = 42,
+    ):
         if class_weights is not None and class_weights not in CLASS_WEIGHTS:
-            raise ValueError(f"balance.class_weights={class_weights!r}; choose one of {list(CLASS_WEIGHTS)}")
+            raise ValueError(
+                f"balance.class_weights={class_weights!r}; choose one of {list(CLASS_WEIGHTS)}"
+            )
         if not 0.0 < beta < 1.0:
             raise ValueError(f"balance.beta={beta} must lie in (0, 1), e.g. 0.999")
         self.class_weights = class_weights
@@ -97,13 +111,16 @@ class Balance:
         """Keyword arguments for the loss, computed from the training labels."""
         kwargs: dict = {}
         if self.class_weights:
-            kwargs["weight"] = torch.tensor(class_weights(labels, n_classes, self.class_weights, self.beta),
-                                            dtype=torch.float32)
+            kwargs["weight"] = torch.tensor(
+                class_weights(labels, n_classes, self.class_weights, self.beta), dtype=torch.float32
+            )
         if self.pos_weight:
             if task == "multiclass":
-                raise ValueError("balance.pos_weight (balance=pos_weight) applies to binary and "
-                                 "multilabel tasks with loss=bce; this task is multiclass: use "
-                                 "balance=class_weights")
+                raise ValueError(
+                    "balance.pos_weight (balance=pos_weight) applies to binary and "
+                    "multilabel tasks with loss=bce; this task is multiclass: use "
+                    "balance=class_weights"
+                )
             kwargs["pos_weight"] = torch.tensor(pos_weight(labels), dtype=torch.float32)
         return kwargs
 
@@ -112,8 +129,12 @@ class Balance:
         if not self.oversample:
             return None
         generator = torch.Generator().manual_seed(self.seed)
-        return WeightedRandomSampler(torch.as_tensor(sample_weights(labels), dtype=torch.double),
-                                     num_samples=len(labels), replacement=True, generator=generator)
+        return WeightedRandomSampler(
+            torch.as_tensor(sample_weights(labels), dtype=torch.double),
+            num_samples=len(labels),
+            replacement=True,
+            generator=generator,
+        )
 
     def train_indices(self, indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Training indices, with minority samples replicated when ``duplicate`` is set."""

@@ -31,13 +31,16 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"cannot turn an image with {have} channels into data.channels={channels}")
 
 
-def normalization_stats(kind: str, channels: int, images: np.ndarray | None = None
-                        ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def normalization_stats(
+    kind: str, channels: int, images: np.ndarray | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std in [0, 1] units for ``data.normalization``."""
     if kind == "imagenet":
         if channels == 3:
             return IMAGENET_MEAN, IMAGENET_STD
-        return (float(np.mean(IMAGENET_MEAN)),) * channels, (float(np.mean(IMAGENET_STD)),) * channels
+        return (float(np.mean(IMAGENET_MEAN)),) * channels, (
+            float(np.mean(IMAGENET_STD)),
+        ) * channels
     if kind == "half":
         return (0.5,) * channels, (0.5,) * channels
     if kind == "dataset":
@@ -46,7 +49,9 @@ def normalization_stats(kind: str, channels: int, images: np.ndarray | None = No
         pixels = images.reshape(-1, channels).astype(np.float64) / 255.0
         std = np.maximum(pixels.std(0), 1e-6)
         return tuple(pixels.mean(0).tolist()), tuple(std.tolist())
-    raise ValueError(f"data.normalization={kind!r} is not valid; choose one of {list(NORMALIZATIONS)}")
+    raise ValueError(
+        f"data.normalization={kind!r} is not valid; choose one of {list(NORMALIZATIONS)}"
+    )
 
 
 class ImageTransform:
@@ -55,8 +60,15 @@ class ImageTransform:
     Order: resize, albumentations ops (on uint8 HWC), scale to [0, 1] CHW, MONAI ops, normalize.
     """
 
-    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float],
-                 albumentations: Sequence = (), monai: Sequence = (), seed: int | None = None):
+    def __init__(
+        self,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        albumentations: Sequence = (),
+        monai: Sequence = (),
+        seed: int | None = None,
+    ):
         self.spatial = A.Compose([A.Resize(image_size, image_size), *albumentations], seed=seed)
         self.monai = list(monai)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
@@ -84,6 +96,8 @@ class ImageTransform:
         x = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float().div_(255.0)
         for op in self.monai:
             x = op(x)
-        if self.monai:  # MONAI returns MetaTensors; plain tensors collate and train without overhead
+        if (
+            self.monai
+        ):  # MONAI returns MetaTensors; plain tensors collate and train without overhead
             x = convert_to_tensor(x, dtype=torch.float32, track_meta=False)
         return (x - self.mean) / self.std

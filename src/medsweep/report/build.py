@@ -129,7 +129,7 @@ def _draw_figures(report: Report) -> dict[str, list[Path]]:
     figures_dir = report.out_dir / "figures"
     drawn: dict[str, list[Path]] = {}
     for _, row in report.runs.iterrows():
-        if not row["history"]:
+        if not isinstance(row["history"], str):
             continue
         where = f"fold {int(row['fold'])}" if not pd.isna(row["fold"]) else f"run {row['run']}"
         title = f"{label_of(row['config_key'], report.labels)} — {where}"
