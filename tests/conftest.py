@@ -20,8 +20,13 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MEDSWEEP_CACHE", str(ROOT / ".pytest_cache" / "medsweep"))
 
 # tiny and fast: a 16 px small CNN, one batch per stage, no progress bar
-FAST = ["trainer=debug", "data.image_size=16", "data.batch_size=16", "model=small_cnn",
-        "callbacks.progress_bar=null"]
+FAST = [
+    "trainer=debug",
+    "data.image_size=16",
+    "data.batch_size=16",
+    "model=small_cnn",
+    "callbacks.progress_bar=null",
+]
 
 
 def conf_options(group: str) -> list[str]:
@@ -46,8 +51,9 @@ def run(overrides: list[str], output_dir: Path) -> dict:
 def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python train.py ARGS`` (or another script) as a user would."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.fixture
@@ -130,8 +136,8 @@ def read_wandb_records(path: Path) -> list:
         if left < 7:  # block trailer padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
-        data = raw[pos + 7:pos + 7 + length]
+        _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        data = raw[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 0 and length == 0:
             continue

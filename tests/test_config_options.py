@@ -8,12 +8,29 @@ import pytest
 import torch
 from conftest import compose, conf_options, run, write_csv, write_image_folder, write_npz
 
-GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "augmentation", "balance", "finetune",
-          "fold", "trainer", "logger", "callbacks"]
+GROUPS = [
+    "data",
+    "model",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "augmentation",
+    "balance",
+    "finetune",
+    "fold",
+    "trainer",
+    "logger",
+    "callbacks",
+]
 CASES = [(g, o) for g in GROUPS for o in conf_options(g)]
 
-BASE = {"trainer": "debug", "model": "small_cnn", "data.image_size": "16", "data.batch_size": "16",
-        "callbacks.progress_bar": "null"}
+BASE = {
+    "trainer": "debug",
+    "model": "small_cnn",
+    "data.image_size": "16",
+    "data.batch_size": "16",
+    "callbacks.progress_bar": "null",
+}
 
 
 def overrides_for(group: str, option: str, tmp_path) -> list[str]:
@@ -32,8 +49,12 @@ def overrides_for(group: str, option: str, tmp_path) -> list[str]:
         chosen["data.image_size"] = "32"  # deep backbones downsample 32x
         chosen["data.batch_size"] = "8"
     if group == "trainer" and option != "debug":
-        extra += ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=2",
-                  "+trainer.limit_test_batches=2"]
+        extra += [
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=2",
+            "+trainer.limit_test_batches=2",
+        ]
     if group == "callbacks":
         chosen.pop("callbacks.progress_bar")
     if (group, option) == ("data", "digits_multilabel"):

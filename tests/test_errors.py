@@ -40,8 +40,15 @@ def test_unknown_timm_model_names_close_matches(tmp_path):
 def test_csv_without_named_column(tmp_path):
     manifest = write_csv(tmp_path / "csv")
     with pytest.raises(KeyError) as info:
-        run([*FAST, "data=csv", f"data.source.path={manifest}", "data.source.label_column=diagnosis"],
-            tmp_path / "run")
+        run(
+            [
+                *FAST,
+                "data=csv",
+                f"data.source.path={manifest}",
+                "data.source.label_column=diagnosis",
+            ],
+            tmp_path / "run",
+        )
     message = str(info.value)
     assert "manifest.csv" in message and "'diagnosis'" in message and "label_column" in message
     assert "['image', 'label', 'patient']" in message

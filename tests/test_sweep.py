@@ -6,9 +6,17 @@ import json
 
 from conftest import run_cli, write_npz
 
-TINY = ["model=small_cnn", "data.image_size=16", "data.batch_size=8", "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=2", "callbacks.progress_bar=null", "fold=kfold", "fold.n_folds=3",
-        "fold.index=0,1"]
+TINY = [
+    "model=small_cnn",
+    "data.image_size=16",
+    "data.batch_size=8",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "callbacks.progress_bar=null",
+    "fold=kfold",
+    "fold.n_folds=3",
+    "fold.index=0,1",
+]
 
 
 def _records(folder):
@@ -19,8 +27,14 @@ def test_failing_job_does_not_stop_the_others_and_resume_reruns_only_it(tmp_path
     good = write_npz(tmp_path / "good.npz")
     late = tmp_path / "late.npz"  # does not exist yet: its jobs fail
     sweep = tmp_path / "sweep"
-    grid = ["train.py", "-m", "data=npz", f"data.source.path={good},{late}", *TINY,
-            f"hydra.sweep.dir={sweep}"]
+    grid = [
+        "train.py",
+        "-m",
+        "data=npz",
+        f"data.source.path={good},{late}",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+    ]
     first = run_cli(grid)
     assert first.returncode != 0  # the sweep reports its failures at the end
     records = _records(sweep)
@@ -44,5 +58,7 @@ def test_failing_job_does_not_stop_the_others_and_resume_reruns_only_it(tmp_path
     by_fold: dict[int, set[str]] = {}  # good.npz and late.npz hold the same images
     for k, r in after.items():
         split = json.loads((sweep / k / "splits.json").read_text())
-        by_fold.setdefault(r["fold"], set()).add(json.dumps([split["train"], split["val"], split["test"]]))
+        by_fold.setdefault(r["fold"], set()).add(
+            json.dumps([split["train"], split["val"], split["test"]])
+        )
     assert all(len(v) == 1 for v in by_fold.values()) and len(by_fold) == 2

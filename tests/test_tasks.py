@@ -16,8 +16,13 @@ TASKS = {
     "binary": ["data=digits_binary", "loss=bce"],
     "multilabel": ["data=digits_multilabel", "loss=bce"],
 }
-ONE_EPOCH = ["model=small_cnn", "data.image_size=16", "data.batch_size=32", "trainer.max_epochs=1",
-             "callbacks.progress_bar=null"]
+ONE_EPOCH = [
+    "model=small_cnn",
+    "data.image_size=16",
+    "data.batch_size=32",
+    "trainer.max_epochs=1",
+    "callbacks.progress_bar=null",
+]
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -55,8 +60,14 @@ def test_module_metrics_equal_sklearn(task, tmp_path):
     L.seed_everything(0)
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm, build_model(cfg, dm))
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=8, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=8,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, datamodule=dm)
     trainer.validate(module, datamodule=dm, verbose=False)
     ours = module.results["val"]["metrics"]
@@ -90,7 +101,9 @@ def test_module_metrics_equal_sklearn(task, tmp_path):
             "acc": (pred == y).mean(),
             "hamming_acc": 1 - skm.hamming_loss(y, pred),
             "exact_match": skm.accuracy_score(y, pred),
-            "balanced_acc": np.mean([skm.balanced_accuracy_score(y[:, k], pred[:, k]) for k in range(3)]),
+            "balanced_acc": np.mean(
+                [skm.balanced_accuracy_score(y[:, k], pred[:, k]) for k in range(3)]
+            ),
             "precision": skm.precision_score(y, pred, average="macro", zero_division=0),
             "recall": skm.recall_score(y, pred, average="macro", zero_division=0),
             "f1": skm.f1_score(y, pred, average="macro", zero_division=0),

@@ -80,5 +80,8 @@ class Timing(L.Callback):
         """Timings for ``metrics.json``."""
         per_epoch = sum(self.epoch_s) / len(self.epoch_s) if self.epoch_s else math.nan
         rate = self.train_images / self.train_s if self.train_s else math.nan
-        return {"fit_s": round(self.fit_s, 3), "s_per_epoch": round(per_epoch, 3),
-                "train_img_per_s": round(rate, 1)}
+        return {
+            "fit_s": round(self.fit_s, 3),
+            "s_per_epoch": round(per_epoch, 3),
+            "train_img_per_s": round(rate, 1),
+        }

@@ -31,8 +31,12 @@ def smooth_targets(target: torch.Tensor, smoothing: float, task: str) -> torch.T
 class CrossEntropyLoss(nn.Module):
     """Softmax cross-entropy (multiclass); for binary its exact two-class form, sigmoid BCE."""
 
-    def __init__(self, task: str, label_smoothing: float = 0.0,
-                 weight: Sequence[float] | torch.Tensor | None = None):
+    def __init__(
+        self,
+        task: str,
+        label_smoothing: float = 0.0,
+        weight: Sequence[float] | torch.Tensor | None = None,
+    ):
         super().__init__()
         if task == "multilabel":
             raise ValueError("loss=ce does not fit task=multilabel; choose loss=bce or loss=focal")
@@ -42,7 +46,9 @@ class CrossEntropyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.task == "multiclass":
-            return F.cross_entropy(logits, target, weight=self.weight, label_smoothing=self.label_smoothing)
+            return F.cross_entropy(
+                logits, target, weight=self.weight, label_smoothing=self.label_smoothing
+            )
         target = smooth_targets(target, self.label_smoothing, self.task)
         sample_weight = None
         if self.weight is not None:  # class weights [negative, positive] for the binary column
@@ -53,31 +59,50 @@ class CrossEntropyLoss(nn.Module):
 class BCEWithLogitsLoss(nn.Module):
     """Sigmoid binary cross-entropy per output (one-vs-rest for multiclass), with ``pos_weight``."""
 
-    def __init__(self, task: str, pos_weight: float | Sequence[float] | torch.Tensor | None = None,
-                 label_smoothing: float = 0.0, weight: Sequence[float] | torch.Tensor | None = None):
+    def __init__(
+        self,
+        task: str,
+        pos_weight: float | Sequence[float] | torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+        weight: Sequence[float] | torch.Tensor | None = None,
+    ):
         super().__init__()
         self.task = task
         self.label_smoothing = label_smoothing
         self.register_buffer("pos_weight", _as_tensor(pos_weight), persistent=False)
-        self.register_buffer("weight", _as_tensor(weight) if task != "binary" else None, persistent=False)
+        self.register_buffer(
+            "weight", _as_tensor(weight) if task != "binary" else None, persistent=False
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = smooth_targets(target, self.label_smoothing, self.task)
-        return F.binary_cross_entropy_with_logits(logits, target, weight=self.weight,
-                                                  pos_weight=self.pos_weight)
+        return F.binary_cross_entropy_with_logits(
+            logits, target, weight=self.weight, pos_weight=self.pos_weight
+        )
 
 
 class FocalLoss(nn.Module):
     """MONAI's focal loss: softmax form for multiclass, sigmoid form otherwise."""
 
-    def __init__(self, task: str, gamma: float = 2.0, alpha: float | None = None,
-                 weight: Sequence[float] | torch.Tensor | None = None, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        task: str,
+        gamma: float = 2.0,
+        alpha: float | None = None,
+        weight: Sequence[float] | torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         self.task = task
         self.label_smoothing = label_smoothing
         weight = None if task == "binary" else weight
-        self.focal = MonaiFocalLoss(gamma=gamma, alpha=alpha, use_softmax=task == "multiclass",
-                                    weight=_as_tensor(weight), reduction="mean")
+        self.focal = MonaiFocalLoss(
+            gamma=gamma,
+            alpha=alpha,
+            use_softmax=task == "multiclass",
+            weight=_as_tensor(weight),
+            reduction="mean",
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.focal(logits, smooth_targets(target, self.label_smoothing, self.task))

@@ -16,7 +16,9 @@ class BalancedAccuracy(Metric):
         super().__init__()
         self.threshold = threshold
         for name in ("tp", "fn", "tn", "fp"):
-            self.add_state(name, default=torch.zeros(num_labels, dtype=torch.long), dist_reduce_fx="sum")
+            self.add_state(
+                name, default=torch.zeros(num_labels, dtype=torch.long), dist_reduce_fx="sum"
+            )
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
         pred = (probs >= self.threshold).reshape(len(probs), -1)
@@ -40,9 +42,13 @@ def build_metrics(task: str, num_classes: int) -> MetricCollection:
     """
     if task == "binary":
         metrics = {
-            "acc": C.BinaryAccuracy(), "balanced_acc": BalancedAccuracy(1),
-            "precision": C.BinaryPrecision(), "recall": C.BinaryRecall(),
-            "specificity": C.BinarySpecificity(), "f1": C.BinaryF1Score(), "auroc": C.BinaryAUROC(),
+            "acc": C.BinaryAccuracy(),
+            "balanced_acc": BalancedAccuracy(1),
+            "precision": C.BinaryPrecision(),
+            "recall": C.BinaryRecall(),
+            "specificity": C.BinarySpecificity(),
+            "f1": C.BinaryF1Score(),
+            "auroc": C.BinaryAUROC(),
             "confusion": C.BinaryConfusionMatrix(),
         }
     elif task == "multiclass":
@@ -76,7 +82,9 @@ def build_metrics(task: str, num_classes: int) -> MetricCollection:
     return MetricCollection(metrics)
 
 
-def flatten_results(raw: dict[str, torch.Tensor], classes: list[str]) -> tuple[dict[str, float], list]:
+def flatten_results(
+    raw: dict[str, torch.Tensor], classes: list[str]
+) -> tuple[dict[str, float], list]:
     """Scalar metrics (per-class AUROC as ``auroc/<class>``) and the confusion matrix as lists."""
     scalars: dict[str, float] = {}
     confusion: list = []

@@ -34,10 +34,19 @@ def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
 class ClassificationModule(L.LightningModule):
     """Trains ``model`` with ``loss``; optimizer and scheduler come as partials from the config."""
 
-    def __init__(self, model: nn.Module, loss: nn.Module, optimizer: Callable, task: str,
-                 classes: list[str], scheduler: Callable | None = None,
-                 scheduler_interval: str = "epoch", scheduler_monitor: str | None = None,
-                 backbone_lr_scale: float = 1.0, batch_transform: Callable | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable,
+        task: str,
+        classes: list[str],
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str | None = None,
+        backbone_lr_scale: float = 1.0,
+        batch_transform: Callable | None = None,
+    ):
         super().__init__()
         self.model = model
         self.loss_fn = loss
@@ -50,7 +59,9 @@ class ClassificationModule(L.LightningModule):
         self.task = task
         self.classes = list(classes)
         self.units = 1 if task == "binary" else len(self.classes)
-        self.metrics = nn.ModuleDict({f"{s}_metrics": build_metrics(task, len(self.classes)) for s in STAGES})
+        self.metrics = nn.ModuleDict(
+            {f"{s}_metrics": build_metrics(task, len(self.classes)) for s in STAGES}
+        )
         self.results: dict[str, dict] = {}
         self._updated: set[str] = set()
         self.save_hyperparameters({"task": task, "classes": self.classes})
@@ -66,11 +77,19 @@ class ClassificationModule(L.LightningModule):
             x, target = self.batch_transform(x, target)
         logits = self(x)
         loss = self.loss_fn(logits, target)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=len(x))
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=len(x),
+        )
         if not mixed:  # metrics on soft (mixed) targets would be meaningless
-            self.metrics[f"{stage}_metrics"].update(probabilities(logits.detach(), self.task), y.int() if
-                                       self.task == "multilabel" else y)
+            self.metrics[f"{stage}_metrics"].update(
+                probabilities(logits.detach(), self.task),
+                y.int() if self.task == "multilabel" else y,
+            )
             self._updated.add(stage)
         return loss
 
@@ -115,15 +134,24 @@ class ClassificationModule(L.LightningModule):
         head = getattr(self.model, "head", None)
         if backbone is None or head is None or self.backbone_lr_scale == 1.0:
             return [{"params": list(self.model.parameters()), "name": "all"}]
-        return [{"params": list(backbone.parameters()), "lr": lr * self.backbone_lr_scale, "name": "backbone"},
-                {"params": list(head.parameters()), "lr": lr, "name": "head"}]
+        return [
+            {
+                "params": list(backbone.parameters()),
+                "lr": lr * self.backbone_lr_scale,
+                "name": "backbone",
+            },
+            {"params": list(head.parameters()), "lr": lr, "name": "head"},
+        ]
 
     def configure_optimizers(self):
         lr = getattr(self.optimizer_factory, "keywords", {}).get("lr", 1e-3)
         optimizer = self.optimizer_factory(self.parameter_groups(lr))
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": self.scheduler_interval}
+        scheduler = {
+            "scheduler": self.scheduler_factory(optimizer),
+            "interval": self.scheduler_interval,
+        }
         if self.scheduler_monitor:
             scheduler["monitor"] = self.scheduler_monitor
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

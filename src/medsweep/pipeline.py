@@ -82,15 +82,20 @@ def build_model(cfg: DictConfig, dm: ImageDataModule):
 def build_batch_transform(cfg: DictConfig, dm: ImageDataModule):
     """A batch-level transform (MixUp/CutMix) when the augmentation option enables one."""
     batch_cfg = cfg.augmentation.get("batch_transform")
-    transform = instantiate(batch_cfg, task=dm.task, num_classes=len(dm.classes)) if batch_cfg else None
+    transform = (
+        instantiate(batch_cfg, task=dm.task, num_classes=len(dm.classes)) if batch_cfg else None
+    )
     return transform if getattr(transform, "enabled", True) else None
 
 
-def build_module(cfg: DictConfig, dm: ImageDataModule, model: torch.nn.Module) -> ClassificationModule:
+def build_module(
+    cfg: DictConfig, dm: ImageDataModule, model: torch.nn.Module
+) -> ClassificationModule:
     """Loss (with class balancing from the training fold), optimizer and scheduler around ``model``."""
     train_labels = dm.datasets["train"].labels() if dm.datasets else dm.source.labels
-    loss = instantiate(cfg.loss, task=dm.task, **dm.balance.loss_kwargs(train_labels, dm.task,
-                                                                        len(dm.classes)))
+    loss = instantiate(
+        cfg.loss, task=dm.task, **dm.balance.loss_kwargs(train_labels, dm.task, len(dm.classes))
+    )
     sched = cfg.scheduler
     return ClassificationModule(
         model=model,
@@ -116,8 +121,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> L.Tr
     if cfg.finetune.get("policy"):
         callbacks.append(instantiate(cfg.finetune.policy))
     loggers = _instantiate_dict(cfg.get("logger"))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                       default_root_dir=str(run_dir))
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
+    )
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -126,8 +132,9 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     return path or None
 
 
-def _evaluate(trainer: L.Trainer, module: ClassificationModule, dm: ImageDataModule,
-              ckpt: str | None) -> dict:
+def _evaluate(
+    trainer: L.Trainer, module: ClassificationModule, dm: ImageDataModule, ckpt: str | None
+) -> dict:
     """Validation and test metrics at ``ckpt`` (or the current weights)."""
     out: dict = {"val": {}, "test": {}, "confusion": {}}
     parts = ["val"] + (["test"] if len(dm.splits.test) else [])
@@ -183,7 +190,9 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("skip_done"):
         done = finished_record(run_dir, overrides)
         if done is not None:
-            log.info("skipping %s: finished in %s", done.get("config_key"), done["paths"]["run_dir"])
+            log.info(
+                "skipping %s: finished in %s", done.get("config_key"), done["paths"]["run_dir"]
+            )
             return {**done, "skipped": True}
     run_dir.mkdir(parents=True, exist_ok=True)
     fold = cfg.fold.get("index", 0)
@@ -193,8 +202,15 @@ def train(cfg: DictConfig) -> dict:
     try:
         L.seed_everything(cfg.seed, workers=True)
         dm = build_datamodule(cfg, run_dir)
-        record.update({"task": dm.task, "classes": dm.classes, "sizes": dm.splits.sizes(),
-                       "monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode})
+        record.update(
+            {
+                "task": dm.task,
+                "classes": dm.classes,
+                "sizes": dm.splits.sizes(),
+                "monitor": cfg.monitor,
+                "monitor_mode": cfg.monitor_mode,
+            }
+        )
         model = build_model(cfg, dm)
         if not isinstance(model, torch.nn.Module):  # a scikit-learn baseline: no Lightning loop
             record.update(model.fit_evaluate(dm))
@@ -206,22 +222,37 @@ def train(cfg: DictConfig) -> dict:
         trainer = build_trainer(cfg, run_dir, [history, timing])
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
         best = _best_checkpoint(trainer)
-        record["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"]) \
-            if best else trainer.current_epoch - 1
+        record["best_epoch"] = (
+            int(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
+            if best
+            else trainer.current_epoch - 1
+        )
         record["epochs_run"] = trainer.current_epoch
         record.update(_evaluate(trainer, module, dm, best))
         record["timing"] = timing.summary()
         last = getattr(trainer.checkpoint_callback, "last_model_path", None)
-        record["paths"].update({"checkpoint": _relative(best, run_dir),
-                                "last_checkpoint": _relative(last, run_dir),
-                                "history": "history.csv", "splits": "splits.json"})
+        record["paths"].update(
+            {
+                "checkpoint": _relative(best, run_dir),
+                "last_checkpoint": _relative(last, run_dir),
+                "history": "history.csv",
+                "splits": "splits.json",
+            }
+        )
         record["wandb"] = _wandb_entry(trainer)
         record.update({"status": "ok", "versions": versions(), "git": git_revision()})
-        write_json_atomic(metrics_path, {k: v for k, v in record.items() if v is not None or k == "error"})
+        write_json_atomic(
+            metrics_path, {k: v for k, v in record.items() if v is not None or k == "error"}
+        )
         return record
     except BaseException as exc:
-        record.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                       "traceback": traceback.format_exc()})
+        record.update(
+            {
+                "status": "failed",
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
+        )
         write_json_atomic(metrics_path, record)
         raise
     finally:
@@ -232,8 +263,12 @@ def _wandb_entry(trainer: L.Trainer) -> dict | None:
     for logger in trainer.loggers:
         experiment = getattr(logger, "_experiment", None)
         if type(logger).__name__ == "WandbLogger" and experiment is not None:
-            return {"project": experiment.project, "dir": str(Path(experiment.dir).parent),
-                    "id": experiment.id, "mode": "offline" if experiment.settings._offline else "online"}
+            return {
+                "project": experiment.project,
+                "dir": str(Path(experiment.dir).parent),
+                "id": experiment.id,
+                "mode": "offline" if experiment.settings._offline else "online",
+            }
     return None
 
 
@@ -244,7 +279,9 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def compose_config(overrides: list[str] | None = None, config_dir: str | Path | None = None) -> DictConfig:
+def compose_config(
+    overrides: list[str] | None = None, config_dir: str | Path | None = None
+) -> DictConfig:
     """Compose ``conf/train.yaml`` with overrides outside a Hydra app (notebooks, tests)."""
     from hydra import compose, initialize_config_dir
 

@@ -38,7 +38,9 @@ def config_key(overrides: dict[str, object]) -> str:
 
 
 def _fmt(value: object) -> str:
-    return json.dumps(value) if isinstance(value, list | dict | bool) or value is None else str(value)
+    return (
+        json.dumps(value) if isinstance(value, list | dict | bool) or value is None else str(value)
+    )
 
 
 def _clean(value):
@@ -62,8 +64,13 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def git_revision(root: Path | None = None) -> str | None:
     """The short commit of the working tree, when there is one."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root or Path.cwd(),
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root or Path.cwd(),
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -77,15 +84,28 @@ def versions() -> dict[str, str]:
 
     from medsweep import __version__
 
-    return {"medsweep": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
-            "timm": timm.__version__, "python": platform.python_version()}
+    return {
+        "medsweep": __version__,
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def base_record(overrides: dict[str, object], seed: int, fold: int, n_folds: int) -> dict:
     """The fields every metrics.json has, failed runs included."""
-    return {"schema": SCHEMA_VERSION, "status": "running", "error": None, "overrides": overrides,
-            "config_key": config_key(overrides), "fold": fold, "n_folds": n_folds, "seed": seed,
-            "created": dt.datetime.now().isoformat(timespec="seconds")}
+    return {
+        "schema": SCHEMA_VERSION,
+        "status": "running",
+        "error": None,
+        "overrides": overrides,
+        "config_key": config_key(overrides),
+        "fold": fold,
+        "n_folds": n_folds,
+        "seed": seed,
+        "created": dt.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def read_metrics(path: Path) -> dict:
@@ -98,8 +118,10 @@ def print_summary(record: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{record.get('config_key') or 'default'} · fold {record.get('fold')} · "
-                        f"best epoch {record.get('best_epoch')}")
+    table = Table(
+        title=f"{record.get('config_key') or 'default'} · fold {record.get('fold')} · "
+        f"best epoch {record.get('best_epoch')}"
+    )
     table.add_column("metric")
     parts = [p for p in ("val", "test") if record.get(p)]
     for part in parts:

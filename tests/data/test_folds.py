@@ -11,8 +11,13 @@ from medsweep.data.sources import ImageSource, digits
 
 def _source(labels, groups=None) -> ImageSource:
     labels = np.asarray(labels)
-    return ImageSource(labels, [str(i) for i in range(labels.shape[1] if labels.ndim == 2 else labels.max() + 1)],
-                       "synthetic", images=np.zeros((len(labels), 4, 4), np.uint8), groups=groups)
+    return ImageSource(
+        labels,
+        [str(i) for i in range(labels.shape[1] if labels.ndim == 2 else labels.max() + 1)],
+        "synthetic",
+        images=np.zeros((len(labels), 4, 4), np.uint8),
+        groups=groups,
+    )
 
 
 def test_kfold_stratified_within_one_sample_per_class():
@@ -33,7 +38,9 @@ def test_kfold_test_set_fixed_and_disjoint_from_every_fold():
         check_disjoint(s)
         assert len(s.train) + len(s.val) + len(s.test) == len(source)
     vals = np.concatenate([s.val for s in splits])
-    assert len(np.unique(vals)) == len(vals) == len(source) - len(splits[0].test)  # folds partition the pool
+    assert (
+        len(np.unique(vals)) == len(vals) == len(source) - len(splits[0].test)
+    )  # folds partition the pool
 
 
 def test_splits_are_deterministic_per_seed():
@@ -87,6 +94,10 @@ def test_kfold_rejects_bad_index():
 def test_predefined_split_is_kept():
     predefined = np.array(["train"] * 30 + ["val"] * 10 + ["test"] * 10)
     labels = np.tile([0, 1], 25)
-    source = ImageSource(labels, ["a", "b"], "pre", images=np.zeros((50, 4, 4), np.uint8), predefined=predefined)
+    source = ImageSource(
+        labels, ["a", "b"], "pre", images=np.zeros((50, 4, 4), np.uint8), predefined=predefined
+    )
     splits = Holdout().split(source)
-    assert np.array_equal(splits.val, np.arange(30, 40)) and np.array_equal(splits.test, np.arange(40, 50))
+    assert np.array_equal(splits.val, np.arange(30, 40)) and np.array_equal(
+        splits.test, np.arange(40, 50)
+    )

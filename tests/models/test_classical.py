@@ -90,9 +90,13 @@ def check_record(tmp_path, result: dict) -> dict:
     return saved
 
 
+# fewer boosting rounds: hist_gb grows one tree per class and round, the slowest of the four here
+LIGHT = {"hist_gb": ["+model.params.max_iter=20"]}
+
+
 @pytest.mark.parametrize("estimator", list(ESTIMATORS))
 def test_each_estimator_runs_and_matches_sklearn_metrics(estimator, tmp_path):
-    overrides = [f"model.estimator={estimator}"]
+    overrides = [f"model.estimator={estimator}", *LIGHT.get(estimator, [])]
     dm, model, result = fit_parts(overrides, tmp_path)
     check_against_sklearn(result, model.outputs_, "multiclass", dm.classes)
     run([*BASE, *overrides], tmp_path)
@@ -112,7 +116,7 @@ def test_each_estimator_runs_and_matches_sklearn_metrics(estimator, tmp_path):
     ],
 )
 def test_binary_and_multilabel_tasks(data, task, estimator, tmp_path):
-    overrides = [f"data={data}", f"model.estimator={estimator}"]
+    overrides = [f"data={data}", f"model.estimator={estimator}", *LIGHT.get(estimator, [])]
     dm, model, result = fit_parts(overrides, tmp_path)
     assert dm.task == task
     check_against_sklearn(result, model.outputs_, task, dm.classes)

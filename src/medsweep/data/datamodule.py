@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 class ImageDataset(Dataset):
     """Samples ``indices`` of a source through ``transform``; targets as class index or multi-hot."""
 
-    def __init__(self, source: ImageSource, indices: np.ndarray, channels: int,
-                 transform: ImageTransform):
+    def __init__(
+        self, source: ImageSource, indices: np.ndarray, channels: int, transform: ImageTransform
+    ):
         self.source = source
         self.indices = np.asarray(indices, dtype=np.int64)
         self.channels = channels
@@ -53,12 +54,23 @@ def _seed_worker(worker_id: int) -> None:
 class ImageDataModule(L.LightningDataModule):
     """Builds the train / val / test loaders of one run from a source and a fold splitter."""
 
-    def __init__(self, source: ImageSource, splitter=None, image_size: int = 32, channels: int = 1,
-                 normalization: str = "half", batch_size: int = 64, num_workers: int = 0,
-                 train_albumentations: Sequence = (), train_monai: Sequence = (),
-                 seed: int = 42, splits_path: str | Path | None = None, pin_memory: bool = False,
-                 train_sampler: Callable[[np.ndarray], Sampler] | None = None,
-                 train_index_hook: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
+    def __init__(
+        self,
+        source: ImageSource,
+        splitter=None,
+        image_size: int = 32,
+        channels: int = 1,
+        normalization: str = "half",
+        batch_size: int = 64,
+        num_workers: int = 0,
+        train_albumentations: Sequence = (),
+        train_monai: Sequence = (),
+        seed: int = 42,
+        splits_path: str | Path | None = None,
+        pin_memory: bool = False,
+        train_sampler: Callable[[np.ndarray], Sampler] | None = None,
+        train_index_hook: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ):
         super().__init__()
         self.source = source
         self.splitter = splitter or Holdout(seed=seed)
@@ -99,20 +111,30 @@ class ImageDataModule(L.LightningDataModule):
         splits = self.splitter.split(self.source)
         check_disjoint(splits, self.source.groups, self.source.name)
         if not len(splits.train) or not len(splits.val):
-            raise ValueError(f"{self.source.name}: the split left train={len(splits.train)}, "
-                             f"val={len(splits.val)} samples")
+            raise ValueError(
+                f"{self.source.name}: the split left train={len(splits.train)}, "
+                f"val={len(splits.val)} samples"
+            )
         if self.splits_path is not None:
             self.splits_path.parent.mkdir(parents=True, exist_ok=True)
-            meta = {"source": self.source.name, "n": len(self.source), "seed": self.seed,
-                    "fold": self.splitter.index, "n_folds": self.splitter.n_folds}
+            meta = {
+                "source": self.source.name,
+                "n": len(self.source),
+                "seed": self.seed,
+                "fold": self.splitter.index,
+                "n_folds": self.splitter.n_folds,
+            }
             save_splits(splits, self.splits_path, meta)
         train_index = splits.train
         if self.train_index_hook is not None:
             train_index = self.train_index_hook(train_index, self.source.labels[train_index])
-        mean, std = normalization_stats(self.normalization, self.channels, self._stats_images(splits.train))
+        mean, std = normalization_stats(
+            self.normalization, self.channels, self._stats_images(splits.train)
+        )
         plain = ImageTransform(self.image_size, mean, std)
-        augmented = ImageTransform(self.image_size, mean, std, self.train_albumentations,
-                                   self.train_monai, seed=self.seed)
+        augmented = ImageTransform(
+            self.image_size, mean, std, self.train_albumentations, self.train_monai, seed=self.seed
+        )
         self.splits = splits
         self.datasets = {
             "train": ImageDataset(self.source, train_index, self.channels, augmented),
@@ -125,16 +147,26 @@ class ImageDataModule(L.LightningDataModule):
         if self.normalization != "dataset":
             return None
         take = train[:: max(1, len(train) // 2000)]
-        return np.stack([to_channels(self.source.image(int(i)), self.channels).reshape(-1, self.channels)
-                         for i in take])
+        return np.stack(
+            [
+                to_channels(self.source.image(int(i)), self.channels).reshape(-1, self.channels)
+                for i in take
+            ]
+        )
 
     def _loader(self, part: str, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.datasets[part], batch_size=self.batch_size,
-                          shuffle=shuffle and sampler is None, sampler=sampler,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          worker_init_fn=_seed_worker if self.num_workers else None,
-                          persistent_workers=self.num_workers > 0, generator=generator)
+        return DataLoader(
+            self.datasets[part],
+            batch_size=self.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            worker_init_fn=_seed_worker if self.num_workers else None,
+            persistent_workers=self.num_workers > 0,
+            generator=generator,
+        )
 
     def train_dataloader(self) -> DataLoader:
         sampler = None

@@ -47,8 +47,9 @@ def _kfold(labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: i
     return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
 
 
-def _hold_out(index: np.ndarray, labels: np.ndarray, groups: np.ndarray | None,
-              fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _hold_out(
+    index: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Split ``index`` into (rest, held) with ``fraction`` held out, stratified and group-aware."""
     if fraction <= 0:
         return index, index[:0]
@@ -62,7 +63,9 @@ def _hold_out(index: np.ndarray, labels: np.ndarray, groups: np.ndarray | None,
     if g is None:
         from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
-        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        splitter = MultilabelStratifiedShuffleSplit(
+            n_splits=1, test_size=fraction, random_state=seed
+        )
         rest, held = next(splitter.split(np.zeros(len(index)), y))
         return np.sort(index[rest]), np.sort(index[held])
     n_splits = max(2, round(1 / fraction))
@@ -87,8 +90,9 @@ class Holdout:
         if source.predefined is not None:
             parts = {p: everything[source.predefined == p] for p in ("train", "val", "test")}
             if not len(parts["val"]):
-                parts["train"], parts["val"] = _hold_out(parts["train"], labels, groups,
-                                                         self.val_fraction, self.seed)
+                parts["train"], parts["val"] = _hold_out(
+                    parts["train"], labels, groups, self.val_fraction, self.seed
+                )
             return Splits(parts["train"], parts["val"], parts["test"])
         rest, test = _hold_out(everything, labels, groups, self.test_fraction, self.seed)
         val_share = self.val_fraction / (1 - self.test_fraction)
@@ -103,7 +107,9 @@ class KFold:
     StratifiedGroupKFold (GroupKFold for multi-label) when the source has groups.
     """
 
-    def __init__(self, n_folds: int = 5, index: int = 0, seed: int = 42, test_fraction: float = 0.15):
+    def __init__(
+        self, n_folds: int = 5, index: int = 0, seed: int = 42, test_fraction: float = 0.15
+    ):
         if n_folds < 2:
             raise ValueError(f"fold.n_folds must be at least 2; got {n_folds}")
         if not 0 <= index < n_folds:
@@ -134,16 +140,20 @@ def check_disjoint(splits: Splits, groups: np.ndarray | None = None, source: str
     names = list(splits.parts())
     parts = splits.parts()
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             shared = np.intersect1d(parts[a], parts[b])
             if len(shared):
-                raise ValueError(f"{source}: sample {int(shared[0])} is in both {a} and {b} "
-                                 f"({len(shared)} shared samples)")
+                raise ValueError(
+                    f"{source}: sample {int(shared[0])} is in both {a} and {b} "
+                    f"({len(shared)} shared samples)"
+                )
             if groups is not None:
                 shared_groups = np.intersect1d(groups[parts[a]], groups[parts[b]])
                 if len(shared_groups):
-                    raise ValueError(f"{source}: group {str(shared_groups[0])!r} is in both {a} and {b} "
-                                     f"({len(shared_groups)} shared groups)")
+                    raise ValueError(
+                        f"{source}: group {str(shared_groups[0])!r} is in both {a} and {b} "
+                        f"({len(shared_groups)} shared groups)"
+                    )
 
 
 def save_splits(splits: Splits, path: Path, meta: dict) -> None:

@@ -76,9 +76,13 @@ class ImageSource:
         if task not in TASKS:
             raise ValueError(f"task={task!r} is not valid; choose one of {list(TASKS)}")
         if task == "multilabel" and self.labels.ndim != 2:
-            raise ValueError(f"task=multilabel needs multi-hot labels; {self.name} has one label per image")
+            raise ValueError(
+                f"task=multilabel needs multi-hot labels; {self.name} has one label per image"
+            )
         if task != "multilabel" and self.labels.ndim == 2:
-            raise ValueError(f"task={task} needs one label per image; {self.name} has multi-hot labels")
+            raise ValueError(
+                f"task={task} needs one label per image; {self.name} has multi-hot labels"
+            )
         if task == "binary" and len(self.classes) != 2:
             raise ValueError(f"task=binary needs 2 classes; {self.name} has {len(self.classes)}")
         self.task = task
@@ -113,14 +117,27 @@ def digits(variant: str = "multiclass") -> ImageSource:
     if variant == "multilabel":
         multi = np.stack([y % 2 == 0, y > 4, np.isin(y, [2, 3, 5, 7])], axis=1).astype(np.float32)
         return ImageSource(multi, ["even", "gt4", "prime"], "digits", images=images)
-    raise ValueError(f"data.source.variant={variant!r}; valid: ['multiclass', 'binary', 'multilabel']")
+    raise ValueError(
+        f"data.source.variant={variant!r}; valid: ['multiclass', 'binary', 'multilabel']"
+    )
 
 
 ANIMAL_SHA256 = {
     "animal_data_version_3.gz": "68a30346781a0984f839463a4615d2decb899d1ce65091bb92586311754a34ce",
     "animal_label_version_3.gz": "dec8dba7c469830989fbab46825021a08a38470753a512f27ada847eced97b57",
 }
-ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+ANIMAL_CLASSES = [
+    "bear",
+    "bird",
+    "cat",
+    "cow",
+    "dog",
+    "elephant",
+    "giraffe",
+    "horse",
+    "sheep",
+    "zebra",
+]
 
 
 def animal_mnist() -> ImageSource:
@@ -136,39 +153,59 @@ def animal_mnist() -> ImageSource:
         raw = (folder / name).read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
         if digest != expected:
-            raise ValueError(f"{folder / name}: sha256 {digest} differs from the known file; refusing to unpickle")
+            raise ValueError(
+                f"{folder / name}: sha256 {digest} differs from the known file; refusing to unpickle"
+            )
         arrays.append(pickle.loads(gzip.decompress(raw)))  # safe: content verified by hash above
     images, labels = arrays
-    return ImageSource(np.asarray(labels, dtype=np.int64), list(ANIMAL_CLASSES), "animal_mnist",
-                       images=np.asarray(images, dtype=np.uint8))
+    return ImageSource(
+        np.asarray(labels, dtype=np.int64),
+        list(ANIMAL_CLASSES),
+        "animal_mnist",
+        images=np.asarray(images, dtype=np.uint8),
+    )
 
 
 NPZ_KEYS = ("train_images", "train_labels")
 
 
-def npz(path: str | None = None, flag: str | None = None, root: str = "~/.medsweep/medmnist",
-        size: int | None = None, download: bool = False, classes: list[str] | None = None) -> ImageSource:
+def npz(
+    path: str | None = None,
+    flag: str | None = None,
+    root: str = "~/.medsweep/medmnist",
+    size: int | None = None,
+    download: bool = False,
+    classes: list[str] | None = None,
+) -> ImageSource:
     """A MedMNIST-format ``.npz`` file: a local ``path``, or a MedMNIST ``flag`` under ``root``.
 
     With ``download=True`` a missing flag file is fetched by the ``medmnist`` package.
     """
     if path is None:
         if flag is None:
-            raise ValueError("data.source: set data.source.path=FILE.npz or data.source.flag=<medmnist flag>")
-        file = Path(root).expanduser() / (f"{flag}.npz" if size in (None, 28) else f"{flag}_{size}.npz")
+            raise ValueError(
+                "data.source: set data.source.path=FILE.npz or data.source.flag=<medmnist flag>"
+            )
+        file = Path(root).expanduser() / (
+            f"{flag}.npz" if size in (None, 28) else f"{flag}_{size}.npz"
+        )
         if not file.exists() and download:
             _download_medmnist(flag, file.parent, size)
     else:
         file = Path(path).expanduser()
     if not file.exists():
-        raise FileNotFoundError(f"data.source: npz file {file} does not exist"
-                                + ("" if path else " (set data.source.download=true to fetch it)"))
+        raise FileNotFoundError(
+            f"data.source: npz file {file} does not exist"
+            + ("" if path else " (set data.source.download=true to fetch it)")
+        )
     with np.load(file, allow_pickle=False) as archive:
         keys = set(archive.files)
         missing = [k for k in NPZ_KEYS if k not in keys]
         if missing:
-            raise KeyError(f"{file}: missing key(s) {missing}; found {sorted(keys)}; "
-                           "expected train_images, train_labels and optionally val_*/test_*")
+            raise KeyError(
+                f"{file}: missing key(s) {missing}; found {sorted(keys)}; "
+                "expected train_images, train_labels and optionally val_*/test_*"
+            )
         parts = [p for p in PARTS if f"{p}_images" in keys and f"{p}_labels" in keys]
         images = np.concatenate([archive[f"{p}_images"] for p in parts])
         labels = np.concatenate([archive[f"{p}_labels"] for p in parts])
@@ -186,7 +223,9 @@ def npz(path: str | None = None, flag: str | None = None, root: str = "~/.medswe
         n_classes = int(labels.max()) + 1
     names = list(classes) if classes else [str(c) for c in range(n_classes)]
     if len(names) != n_classes:
-        raise ValueError(f"data.source.classes has {len(names)} names; {file} has {n_classes} classes")
+        raise ValueError(
+            f"data.source.classes has {len(names)} names; {file} has {n_classes} classes"
+        )
     return ImageSource(labels, names, file.stem, images=images, predefined=predefined)
 
 
@@ -195,7 +234,9 @@ def _download_medmnist(flag: str, root: Path, size: int | None) -> None:
         import medmnist
         from medmnist import INFO
     except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError("data.source.download=true needs the medmnist package: pip install medmnist") from exc
+        raise ModuleNotFoundError(
+            "data.source.download=true needs the medmnist package: pip install medmnist"
+        ) from exc
     if flag not in INFO:
         raise ValueError(f"data.source.flag={flag!r} is not a MedMNIST flag; valid: {sorted(INFO)}")
     root.mkdir(parents=True, exist_ok=True)
@@ -225,14 +266,25 @@ def image_folder(root: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> I
             predefined += [top.name] * len(files)
     if not paths:
         raise ValueError(f"{base}: no images with extensions {list(extensions)}")
-    return ImageSource(np.asarray(labels, dtype=np.int64), classes, base.name, paths=paths,
-                       predefined=np.asarray(predefined) if split_dirs else None)
+    return ImageSource(
+        np.asarray(labels, dtype=np.int64),
+        classes,
+        base.name,
+        paths=paths,
+        predefined=np.asarray(predefined) if split_dirs else None,
+    )
 
 
-def csv_manifest(path: str, image_column: str = "image", label_column: str | None = "label",
-                 label_columns: list[str] | None = None, group_column: str | None = None,
-                 split_column: str | None = None, root: str | None = None,
-                 image_extension: str = "") -> ImageSource:
+def csv_manifest(
+    path: str,
+    image_column: str = "image",
+    label_column: str | None = "label",
+    label_columns: list[str] | None = None,
+    group_column: str | None = None,
+    split_column: str | None = None,
+    root: str | None = None,
+    image_extension: str = "",
+) -> ImageSource:
     """A manifest CSV: an image-path column and one label column or one-/multi-hot columns."""
     import pandas as pd
 
@@ -240,7 +292,11 @@ def csv_manifest(path: str, image_column: str = "image", label_column: str | Non
     if not file.exists():
         raise FileNotFoundError(f"data.source.path: manifest {file} does not exist")
     table = pd.read_csv(file)
-    wanted = {"image_column": image_column, "group_column": group_column, "split_column": split_column}
+    wanted = {
+        "image_column": image_column,
+        "group_column": group_column,
+        "split_column": split_column,
+    }
     if label_columns:
         wanted.update({f"label_columns[{i}]": c for i, c in enumerate(label_columns)})
     elif label_column:
@@ -249,8 +305,10 @@ def csv_manifest(path: str, image_column: str = "image", label_column: str | Non
         raise ValueError(f"{file}: set data.source.label_column or data.source.label_columns")
     for key, column in wanted.items():
         if column is not None and column not in table.columns:
-            raise KeyError(f"{file}: column {column!r} (data.source.{key}) not found; "
-                           f"columns are {list(table.columns)}")
+            raise KeyError(
+                f"{file}: column {column!r} (data.source.{key}) not found; "
+                f"columns are {list(table.columns)}"
+            )
     if table[image_column].isna().any():
         row = int(table[image_column].isna().to_numpy().argmax())
         raise ValueError(f"{file}: row {row + 2} has no value in column {image_column!r}")
@@ -258,8 +316,10 @@ def csv_manifest(path: str, image_column: str = "image", label_column: str | Non
     paths = [str(base / f"{p}{image_extension}") for p in table[image_column].astype(str)]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
-        raise FileNotFoundError(f"{file}: {len(missing)} image(s) in column {image_column!r} not found, "
-                                f"e.g. {missing[:3]}")
+        raise FileNotFoundError(
+            f"{file}: {len(missing)} image(s) in column {image_column!r} not found, "
+            f"e.g. {missing[:3]}"
+        )
     if label_columns:
         hot = table[list(label_columns)].to_numpy(dtype=np.float32)
         if not np.isin(hot, (0.0, 1.0)).all():
@@ -275,4 +335,6 @@ def csv_manifest(path: str, image_column: str = "image", label_column: str | Non
         labels = values.astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
     groups = table[group_column].astype(str).to_numpy() if group_column else None
     predefined = table[split_column].astype(str).to_numpy() if split_column else None
-    return ImageSource(labels, classes, file.stem, paths=paths, groups=groups, predefined=predefined)
+    return ImageSource(
+        labels, classes, file.stem, paths=paths, groups=groups, predefined=predefined
+    )

@@ -14,8 +14,14 @@ class SmallCNN(nn.Module):
         super().__init__()
         blocks, width = [], in_chans
         for w in widths:
-            blocks.append(nn.Sequential(nn.Conv2d(width, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
-                                        nn.ReLU(inplace=True), nn.MaxPool2d(2)))
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(width, w, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(w),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2),
+                )
+            )
             width = w
         self.stages = nn.Sequential(*blocks)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -28,8 +34,13 @@ class SmallCNN(nn.Module):
 class PixelMLP(nn.Module):
     """Flattened pixels through Dense + ReLU + Dropout layers; ``num_features`` outputs."""
 
-    def __init__(self, in_chans: int = 1, image_size: int = 32, hidden: Sequence[int] = (256, 128),
-                 dropout: float = 0.2):
+    def __init__(
+        self,
+        in_chans: int = 1,
+        image_size: int = 32,
+        hidden: Sequence[int] = (256, 128),
+        dropout: float = 0.2,
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_chans * image_size * image_size

