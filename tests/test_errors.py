@@ -85,3 +85,9 @@ def test_ce_on_multilabel_names_alternatives(tmp_path):
 def test_bad_task_value(tmp_path):
     with pytest.raises(ValueError, match="task='multi'.*binary"):
         run([*FAST, "task=multi"], tmp_path)
+
+
+def test_pos_weight_with_ce_names_the_key(tmp_path):
+    with pytest.raises(ValueError, match="balance.pos_weight does not fit loss=.*CrossEntropyLoss"):
+        run([*FAST, "data=digits_binary", "balance=pos_weight", "loss=ce"], tmp_path)
+    _no_training_happened(tmp_path)

@@ -28,6 +28,13 @@ def smooth_targets(target: torch.Tensor, smoothing: float, task: str) -> torch.T
     return target * (1.0 - smoothing) + smoothing / classes
 
 
+def binary_class_weights(target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor | None:
+    """Per-sample weights from class weights [negative, positive] for a (B, 1) binary target."""
+    if weight is None:
+        return None
+    return torch.where(target > 0.5, weight[1], weight[0])
+
+
 class CrossEntropyLoss(nn.Module):
     """Softmax cross-entropy (multiclass); for binary its exact two-class form, sigmoid BCE."""
 
@@ -46,14 +53,14 @@ class CrossEntropyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.task == "multiclass":
+            if bool((target.amax(dim=1) == 1).all()):  # hard labels: torch's weighted mean
+                target = target.argmax(dim=1)
             return F.cross_entropy(
                 logits, target, weight=self.weight, label_smoothing=self.label_smoothing
             )
+        weight = binary_class_weights(target, self.weight)
         target = smooth_targets(target, self.label_smoothing, self.task)
-        sample_weight = None
-        if self.weight is not None:  # class weights [negative, positive] for the binary column
-            sample_weight = torch.where(target > 0.5, self.weight[1], self.weight[0])
-        return F.binary_cross_entropy_with_logits(logits, target, weight=sample_weight)
+        return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
 
 
 class BCEWithLogitsLoss(nn.Module):
@@ -70,14 +77,14 @@ class BCEWithLogitsLoss(nn.Module):
         self.task = task
         self.label_smoothing = label_smoothing
         self.register_buffer("pos_weight", _as_tensor(pos_weight), persistent=False)
-        self.register_buffer(
-            "weight", _as_tensor(weight) if task != "binary" else None, persistent=False
-        )
+        self.register_buffer("weight", _as_tensor(weight), persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # binary: class weights [negative, positive] per sample; otherwise one weight per output
+        weight = binary_class_weights(target, self.weight) if self.task == "binary" else self.weight
         target = smooth_targets(target, self.label_smoothing, self.task)
         return F.binary_cross_entropy_with_logits(
-            logits, target, weight=self.weight, pos_weight=self.pos_weight
+            logits, target, weight=weight, pos_weight=self.pos_weight
         )
 
 
@@ -95,14 +102,22 @@ class FocalLoss(nn.Module):
         super().__init__()
         self.task = task
         self.label_smoothing = label_smoothing
-        weight = None if task == "binary" else weight
+        binary = task == "binary"
+        # binary class weights [negative, positive] are applied per sample, not per channel
+        self.register_buffer(
+            "binary_weight", _as_tensor(weight) if binary else None, persistent=False
+        )
         self.focal = MonaiFocalLoss(
             gamma=gamma,
             alpha=alpha,
             use_softmax=task == "multiclass",
-            weight=_as_tensor(weight),
-            reduction="mean",
+            weight=None if binary else _as_tensor(weight),
+            reduction="none" if binary else "mean",
         )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.focal(logits, smooth_targets(target, self.label_smoothing, self.task))
+        loss = self.focal(logits, smooth_targets(target, self.label_smoothing, self.task))
+        if self.task != "binary":
+            return loss
+        weight = binary_class_weights(target, self.binary_weight)
+        return loss.mean() if weight is None else (loss * weight).mean()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import traceback
@@ -10,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
+from hydra.utils import get_class
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -93,9 +95,15 @@ def build_module(
 ) -> ClassificationModule:
     """Loss (with class balancing from the training fold), optimizer and scheduler around ``model``."""
     train_labels = dm.datasets["train"].labels() if dm.datasets else dm.source.labels
-    loss = instantiate(
-        cfg.loss, task=dm.task, **dm.balance.loss_kwargs(train_labels, dm.task, len(dm.classes))
-    )
+    balance_kwargs = dm.balance.loss_kwargs(train_labels, dm.task, len(dm.classes))
+    accepted = inspect.signature(get_class(cfg.loss._target_)).parameters
+    for key in balance_kwargs:
+        if key not in accepted:
+            raise ValueError(
+                f"balance.{key} does not fit loss={cfg.loss._target_}: it takes "
+                f"{sorted(set(accepted) - {'task'})}; use loss=bce for pos_weight"
+            )
+    loss = instantiate(cfg.loss, task=dm.task, **balance_kwargs)
     sched = cfg.scheduler
     return ClassificationModule(
         model=model,

@@ -193,7 +193,7 @@ def test_unknown_estimator_names_the_key_and_choices(tmp_path):
     choices = r"model\.estimator='xgb' is not valid; choose one of \['logreg', 'svc', 'random_forest', 'hist_gb'\]"
     with pytest.raises(ValueError, match=choices):
         ClassicalClassifier(estimator="xgb")
-    with pytest.raises(Exception, match=choices):  # Hydra wraps the ValueError of the constructor
+    with pytest.raises(ValueError, match=choices):
         run([*BASE, "model.estimator=xgb"], tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["status"] == "failed" and "model.estimator='xgb'" in saved["error"]
@@ -207,11 +207,18 @@ def test_unknown_features_and_params_are_refused_at_setup(tmp_path):
         ClassicalClassifier(estimator="random_forest", params={"n_trees": 5})
     with pytest.raises(ValueError, match=r"model\.params\.probability"):
         ClassicalClassifier(estimator="svc", params={"probability": True})
-    with pytest.raises(Exception, match=r"model\.backbone='resnet_18'.*resnet18"):
-        fit_parts(
-            ["model.features=backbone", "model.backbone=resnet_18", "model.pretrained=false"],
-            tmp_path,
+    with pytest.raises(ValueError, match=r"model\.backbone='resnet_18'.*resnet18"):
+        ClassicalClassifier(features="backbone", backbone="resnet_18", pretrained=False)
+    with pytest.raises(
+        ValueError, match=r"model\.weights=packaged.*efficientnet_lite0.*'resnet18'"
+    ):
+        ClassicalClassifier(features="backbone", backbone="resnet18", weights="packaged")
+    with pytest.raises(FileNotFoundError, match="model.weights"):
+        ClassicalClassifier(
+            features="backbone", backbone="resnet18", weights=str(tmp_path / "no.pth")
         )
+    with pytest.raises(ValueError, match=r"model\.max_train_samples=0"):
+        ClassicalClassifier(max_train_samples=0)
 
 
 def test_accuracy_from_probabilities_matches_predict(tmp_path):

@@ -108,6 +108,7 @@ class ClassicalClassifier:
         self.n_threads = n_threads
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self._weights_file: str | None = None
         self._check_params()
         if features == "backbone":
             self._check_backbone()
@@ -132,11 +133,16 @@ class ClassicalClassifier:
 
     def _check_backbone(self) -> None:
         from medsweep.models.factory import check_timm_name
+        from medsweep.models.weights import resolve_weights
 
         try:
             check_timm_name(self.backbone)
         except ValueError as exc:  # the factory names its own key; here the name is model.backbone
             raise ValueError(str(exc).replace("model.name=", "model.backbone=", 1)) from None
+        # a missing file or an unpackaged name fails here, before any data is read
+        self._weights_file = (
+            resolve_weights(self.backbone, self.weights) if self.pretrained else None
+        )
 
     def make_estimator(self, task: str) -> BaseEstimator:
         """The unfitted estimator (scaler + classifier; one classifier per label for multilabel)."""
@@ -152,12 +158,9 @@ class ClassicalClassifier:
     def _feature_net(self, in_chans: int) -> torch.nn.Module:
         import timm
 
-        from medsweep.models.weights import resolve_weights
-
         kwargs = dict(self.backbone_kwargs)
-        file = resolve_weights(self.backbone, self.weights) if self.pretrained else None
-        if file is not None:
-            kwargs["pretrained_cfg_overlay"] = {"file": file}
+        if self._weights_file is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": self._weights_file}
         net = timm.create_model(
             self.backbone, pretrained=self.pretrained, num_classes=0, in_chans=in_chans, **kwargs
         )
