@@ -48,6 +48,8 @@ def overrides_for(group: str, option: str, tmp_path) -> list[str]:
     if group == "model":
         chosen["data.image_size"] = "32"  # deep backbones downsample 32x
         chosen["data.batch_size"] = "8"
+    if (group, option) == ("model", "classical"):
+        extra.append("model.n_threads=1")  # scikit-learn's OpenMP threads otherwise oversubscribe
     if group == "trainer" and option != "debug":
         extra += [
             "trainer.max_epochs=1",

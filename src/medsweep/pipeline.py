@@ -222,6 +222,7 @@ def train(cfg: DictConfig) -> dict:
         model = build_model(cfg, dm)
         if not isinstance(model, torch.nn.Module):  # a scikit-learn baseline: no Lightning loop
             record.update(model.fit_evaluate(dm))
+            record["paths"]["splits"] = "splits.json"
             record.update({"status": "ok", "versions": versions(), "git": git_revision()})
             write_json_atomic(metrics_path, record)
             return record

@@ -35,6 +35,7 @@ def metric_names(task: str, classes: list[str]) -> set[str]:
 
 def check_against_sklearn(result: dict, outputs: dict, task: str, classes: list[str]) -> None:
     """Every part's metrics equal scikit-learn's on the same probabilities."""
+    assert set(outputs) == {"val", "test"}
     for part, out in outputs.items():
         probs, y, got = out["probs"], out["targets"], result[part]
         assert set(got) == metric_names(task, classes)

@@ -224,6 +224,13 @@ class ClassicalClassifier:
 
         start = time.perf_counter()
         net = None
+        if self.features == "backbone" and self.pretrained and dm.normalization != "imagenet":
+            log.warning(
+                "model.backbone=%s has pretrained weights but data.normalization=%s; ImageNet "
+                "features usually need data.normalization=imagenet (and data.channels=3)",
+                self.backbone,
+                dm.normalization,
+            )
         if self.features == "backbone":
             net = self._feature_net(dm.channels).to("cuda" if torch.cuda.is_available() else "cpu")
         x_train, y_train = self.extract(train, dm, net)

@@ -24,22 +24,32 @@ class EMA(WeightAveraging):
     sees exactly the averaged weights the checkpoint stores.
     """
 
-    def __init__(self, decay: float = 0.999, every_n_steps: int = 1, start_step: int = 0,
-                 use_buffers: bool = True, device: str | None = None):
+    def __init__(
+        self,
+        decay: float = 0.999,
+        every_n_steps: int = 1,
+        start_step: int = 0,
+        use_buffers: bool = True,
+        device: str | None = None,
+    ):
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"callbacks.ema.decay={decay} must be in [0, 1]")
         if every_n_steps < 1:
             raise ValueError(f"callbacks.ema.every_n_steps={every_n_steps} must be >= 1")
-        super().__init__(device=device, use_buffers=use_buffers,
-                         multi_avg_fn=get_ema_multi_avg_fn(decay))
+        super().__init__(
+            device=device, use_buffers=use_buffers, multi_avg_fn=get_ema_multi_avg_fn(decay)
+        )
         self.decay = decay
         self.every_n_steps = every_n_steps
         self.start_step = start_step
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         """After optimizer steps only: from ``start_step`` on, every ``every_n_steps``."""
-        return step_idx is not None and step_idx >= self.start_step and \
-            (step_idx - self.start_step) % self.every_n_steps == 0
+        return (
+            step_idx is not None
+            and step_idx >= self.start_step
+            and (step_idx - self.start_step) % self.every_n_steps == 0
+        )
 
     @staticmethod
     def _fitting(trainer: L.Trainer) -> bool:
@@ -53,8 +63,9 @@ class EMA(WeightAveraging):
         if self._fitting(trainer):
             super().on_validation_epoch_end(trainer, pl_module)
 
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         # outside fit the checkpoint's state_dict (the average) is already loaded into the model;
         # the parent would replace it with the raw weights
         if self._fitting(trainer):

@@ -131,8 +131,13 @@ class StageUnfreezing(L.Callback):
         if n != self._trainable:
             first = len(self.stages) - n
             which = f"stages {first}-{len(self.stages) - 1}" if n else "no stage"
-            log.info("%s, epoch %d: head + %s of %d backbone stages train", type(self).__name__, epoch,
-                     which, len(self.stages))
+            log.info(
+                "%s, epoch %d: head + %s of %d backbone stages train",
+                type(self).__name__,
+                epoch,
+                which,
+                len(self.stages),
+            )
             self._trainable = n
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -140,16 +145,19 @@ class StageUnfreezing(L.Callback):
         # checkpoint is restored
         backbone = getattr(getattr(pl_module, "model", None), "backbone", None)
         if backbone is None or getattr(pl_module.model, "head", None) is None:
-            raise ValueError(f"finetune policy {type(self).__name__} needs a model with .backbone and "
-                             ".head (medsweep.models.Classifier); use finetune=full for other models")
+            raise ValueError(
+                f"finetune policy {type(self).__name__} needs a model with .backbone and "
+                ".head (medsweep.models.Classifier); use finetune=full for other models"
+            )
         self.stages = backbone_stages(backbone)
         self._apply(pl_module, trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._apply(pl_module, trainer.current_epoch)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         # whatever called model.train() since (a hook, a user), frozen statistics stay frozen
         for norm in self._frozen_norms:
             if norm.training:
@@ -170,13 +178,17 @@ class TwoPhaseUnfreezing(StageUnfreezing):
     multiplied by ``lr_factor``. ``unfreeze_stages`` of -1 or None unfreezes the whole backbone.
     """
 
-    def __init__(self, head_epochs: int = 5, unfreeze_stages: int | None = -1, lr_factor: float = 0.1):
+    def __init__(
+        self, head_epochs: int = 5, unfreeze_stages: int | None = -1, lr_factor: float = 0.1
+    ):
         super().__init__()
         if head_epochs < 0:
             raise ValueError(f"finetune.policy.head_epochs={head_epochs} must be >= 0")
         if unfreeze_stages is not None and unfreeze_stages != -1 and unfreeze_stages < 1:
-            raise ValueError(f"finetune.policy.unfreeze_stages={unfreeze_stages} must be >= 1, or -1/null "
-                             "for all stages (finetune=frozen trains the head only)")
+            raise ValueError(
+                f"finetune.policy.unfreeze_stages={unfreeze_stages} must be >= 1, or -1/null "
+                "for all stages (finetune=frozen trains the head only)"
+            )
         if lr_factor <= 0:
             raise ValueError(f"finetune.policy.lr_factor={lr_factor} must be > 0")
         self.head_epochs = head_epochs
@@ -192,8 +204,11 @@ class TwoPhaseUnfreezing(StageUnfreezing):
         if trainer.current_epoch >= self.head_epochs and not self.lr_scaled:
             scale_learning_rates(trainer, self.lr_factor)
             self.lr_scaled = True
-            log.info("TwoPhaseUnfreezing, epoch %d: learning rates x%g", trainer.current_epoch,
-                     self.lr_factor)
+            log.info(
+                "TwoPhaseUnfreezing, epoch %d: learning rates x%g",
+                trainer.current_epoch,
+                self.lr_factor,
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"lr_scaled": self.lr_scaled}
