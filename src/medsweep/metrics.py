@@ -21,7 +21,7 @@ class BalancedAccuracy(Metric):
             )
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
-        pred = (probs > self.threshold)  # as torchmetrics: positive above the threshold.reshape(len(probs), -1)
+        pred = (probs > self.threshold).reshape(len(probs), -1)  # as torchmetrics: above, not at
         truth = target.reshape(len(target), -1).bool()
         self.tp += (pred & truth).sum(0)
         self.fn += (~pred & truth).sum(0)
