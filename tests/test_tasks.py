@@ -85,7 +85,7 @@ def test_module_metrics_equal_sklearn(task, tmp_path):
         }
         assert np.array_equal(module.results["val"]["confusion"], skm.confusion_matrix(y, pred))
     elif task == "binary":
-        pred = (probs >= 0.5).astype(int)
+        pred = (probs > 0.5).astype(int)
         expected = {
             "acc": skm.accuracy_score(y, pred),
             "balanced_acc": skm.balanced_accuracy_score(y, pred),
@@ -96,7 +96,7 @@ def test_module_metrics_equal_sklearn(task, tmp_path):
             "auroc": skm.roc_auc_score(y, probs),
         }
     else:
-        pred = (probs >= 0.5).astype(int)
+        pred = (probs > 0.5).astype(int)
         expected = {
             "acc": (pred == y).mean(),
             "hamming_acc": 1 - skm.hamming_loss(y, pred),
