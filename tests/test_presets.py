@@ -73,6 +73,16 @@ def _unknown_fields(overrides: list[str]) -> list[str]:
     )
 
 
+def _touched(preset: str) -> set[str]:
+    """Config groups whose fields a preset (or a preset it includes) sets."""
+    body = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml")
+    groups = {k for k in body if k != "defaults"}
+    for entry in body.get("defaults", []):
+        if isinstance(entry, str) and entry.startswith("/experiment/"):
+            groups |= _touched(entry.removeprefix("/experiment/"))
+    return groups
+
+
 def _sweep_params(name: str) -> dict[str, list[str]]:
     """The grid of ``conf/sweep/<name>.yaml``: each param's values, in order."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -154,11 +164,13 @@ def test_grid_names_existing_options_and_fields(sweep):
     assert "fold.index" in grid, "every study grid repeats its configurations over the folds"
     first = _first_job(sweep)
     cfg = _hydra_compose(tuple(first))
+    preset = cfg.hydra.runtime.choices.experiment
     for key, values in grid.items():
         if (CONF / key).is_dir():  # a config group: every value is one of its options
             missing = [v for v in values if v not in _names(key)]
             assert not missing, f"{sweep}: {key} has no option {missing}; options: {_names(key)}"
-            for value in values:  # the preset's fields exist in every option the grid swaps in
+            for value in values if key in _touched(preset) else []:
+                # the preset's fields exist in every option the grid swaps in
                 job = [*first, f"{key}={value}"]
                 assert _unknown_fields(job) == [], f"{sweep}: {key}={value}"
         else:
@@ -171,23 +183,42 @@ def test_grid_names_existing_options_and_fields(sweep):
             assert [v for v in values if not timm.is_model(v)] == []
 
 
+def _fingerprint(overrides: list[str]) -> str:
+    """The composed run config, resolved, minus the list of overrides that asked for it."""
+    resolved = OmegaConf.to_container(compose(overrides, ROOT / "outputs" / "unused"), resolve=True)
+    resolved.pop("overrides")
+    return json.dumps(resolved, sort_keys=True)
+
+
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_grid_first_job_runs_end_to_end(sweep, tmp_path):
-    record = run(_quick(_first_job(sweep), tmp_path), tmp_path)
+    first = _first_job(sweep)
+    preset = OmegaConf.select(_hydra_compose((f"sweep={sweep}",)), "hydra.runtime.choices.experiment")
+    if _fingerprint([*first, *QUICK]) == _fingerprint([f"experiment={preset}", *QUICK]):
+        return  # the same run as the preset itself: test_preset_runs_end_to_end[preset] trains it
+    record = run(_quick(first, tmp_path), tmp_path)
     _check_ok(record, tmp_path)
     assert record["overrides"]["fold.index"] == 0
 
 
 def test_presets_keep_the_real_study_settings():
-    isic = compose(["experiment=isic_multiclass"], Path("unused"))
-    assert isic.trainer.accumulate_grad_batches == 2
-    assert isic.finetune.backbone_lr_scale < 1
-    assert compose(["experiment=isic_multiclass", "trainer=gpu"], Path("unused")).trainer.precision == "16-mixed"
-    ich = compose(["experiment=ich_multilabel"], Path("unused"))
-    assert (ich.data.image_size, ich.task) == (512, "multilabel")
-    melanoma = compose(["experiment=melanoma_binary"], Path("unused"))
-    assert (melanoma.model.head, melanoma.monitor) == ("mlp", "val/auroc")
-    assert melanoma.scheduler.monitor == "val/auroc"
+    def cfg(*overrides: str) -> DictConfig:
+        return compose(list(overrides), ROOT / "outputs" / "unused")
+
+    isic = cfg("experiment=isic_multiclass")
+    assert (isic.trainer.accumulate_grad_batches, isic.finetune.backbone_lr_scale) == (2, 0.1)
+    assert isic.trainer.precision == "32-true"  # runs on a CPU; the gpu trainer brings AMP
+    assert cfg("experiment=isic_multiclass", "trainer=gpu").trainer.precision == "16-mixed"
+    ich = cfg("experiment=ich_multilabel")
+    assert (ich.data.image_size, ich.data.source.variant, ich.loss._target_.split(".")[-1]) == (
+        512, "multilabel", "BCEWithLogitsLoss")
+    melanoma = cfg("experiment=melanoma_binary")
+    assert (melanoma.model.head, melanoma.data.source.variant) == ("mlp", "binary")
+    assert melanoma.scheduler.monitor == melanoma.callbacks.early_stopping.monitor == "val/auroc"
+    brain = cfg("experiment=brain_mri")
+    assert (brain.model.name, brain.optimizer.momentum, brain.optimizer.lr) == ("resnet18", 0.9, 1e-3)
+    # a command-line choice wins over the preset's, as sweeps need
+    assert cfg("experiment=brain_mri", "balance=oversample").balance.oversample is True
 
 
 # -- one named grid as a user runs it: make sweep, then medsweep report ---------------------------

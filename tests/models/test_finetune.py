@@ -259,3 +259,9 @@ def test_backbone_lr_scale_sets_group_learning_rates():
 def test_invalid_policy_fields_fail_early(policy, kwargs):
     with pytest.raises(ValueError, match="finetune.policy"):
         policy(**kwargs)
+
+
+def test_policy_needs_a_backbone_and_head():
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 3))
+    with pytest.raises(ValueError, match="finetune=full"):
+        fit(module(plain), [FrozenBackbone()], batches=1)

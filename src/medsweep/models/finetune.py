@@ -60,7 +60,10 @@ def _stage_matcher(backbone: nn.Module):
     prefixes = [name for name, _ in flatten_modules(backbone.named_children(), depth=1)]
 
     def ordinal(name: str) -> int:
-        return next(i for i, p in enumerate(prefixes) if name == p or name.startswith(p + "."))
+        # -1: parameters of the backbone itself (no child) go with the input end
+        return next(
+            (i for i, p in enumerate(prefixes) if name == p or name.startswith(p + ".")), -1
+        )
 
     return ordinal
 
@@ -140,16 +143,25 @@ class StageUnfreezing(L.Callback):
             )
             self._trainable = n
 
+    @staticmethod
+    def _backbone(pl_module: L.LightningModule) -> nn.Module:
+        model = getattr(pl_module, "model", None)
+        backbone = getattr(model, "backbone", None)
+        if backbone is None or getattr(model, "head", None) is None:
+            raise ValueError(
+                "a finetune policy needs a model with .backbone and .head "
+                "(medsweep.models.Classifier); use finetune=full for other models"
+            )
+        return backbone
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._backbone(pl_module)  # fail before any training
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after the strategy has wrapped the model (so DDP sees every parameter) and after a
         # checkpoint is restored
-        backbone = getattr(getattr(pl_module, "model", None), "backbone", None)
-        if backbone is None or getattr(pl_module.model, "head", None) is None:
-            raise ValueError(
-                f"finetune policy {type(self).__name__} needs a model with .backbone and "
-                ".head (medsweep.models.Classifier); use finetune=full for other models"
-            )
-        self.stages = backbone_stages(backbone)
+        self.stages = backbone_stages(self._backbone(pl_module))
         self._apply(pl_module, trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -199,16 +211,28 @@ class TwoPhaseUnfreezing(StageUnfreezing):
     def trainable_stages(self, epoch: int) -> int | None:
         return 0 if epoch < self.head_epochs else self.unfreeze_stages
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_start(trainer, pl_module)
-        if trainer.current_epoch >= self.head_epochs and not self.lr_scaled:
+    def _scale_once(self, trainer: L.Trainer, upcoming_epoch: int) -> None:
+        if upcoming_epoch >= self.head_epochs and not self.lr_scaled:
             scale_learning_rates(trainer, self.lr_factor)
             self.lr_scaled = True
             log.info(
-                "TwoPhaseUnfreezing, epoch %d: learning rates x%g",
-                trainer.current_epoch,
+                "TwoPhaseUnfreezing: learning rates x%g from epoch %d",
                 self.lr_factor,
+                upcoming_epoch,
             )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._scale_once(trainer, trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the epoch's scheduler step is done: scaling now means every hook at the next epoch's
+        # start (LearningRateMonitor, History) already sees the new rate, whatever the order
+        self._scale_once(trainer, trainer.current_epoch + 1)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._scale_once(trainer, trainer.current_epoch)  # resumed from a checkpoint saved earlier
 
     def state_dict(self) -> dict[str, Any]:
         return {"lr_scaled": self.lr_scaled}
