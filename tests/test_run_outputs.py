@@ -97,3 +97,31 @@ def test_wandb_offline_run_holds_metrics(tmp_path, monkeypatch):
     assert logged["val/acc"][-1] == pytest.approx(record["val"]["acc"])  # the best-checkpoint value
     assert "train/loss" in logged and "val/auroc" in logged
     assert (tmp_path / "csv" / "metrics.csv").exists()  # CSV is always on
+
+
+def test_last_checkpoint_follows_the_latest_epoch(tmp_path):
+    import torch
+
+    # lr=0 and no BatchNorm: the monitored metric never improves after epoch 0; last.ckpt moves on
+    run([*TWO_EPOCHS, "trainer.max_epochs=3", "optimizer.lr=0.0", "model=mlp"], tmp_path)  # no BN
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert best["epoch"] == 0 and last["epoch"] == 2
+
+
+def test_history_lr_is_the_rate_each_epoch_trained_with(tmp_path):
+    run(
+        [
+            *TWO_EPOCHS,
+            "trainer.max_epochs=3",
+            "scheduler=step",
+            "scheduler.scheduler.step_size=1",
+            "scheduler.scheduler.gamma=0.5",
+            "callbacks=no_early_stopping",
+        ],
+        tmp_path,
+    )
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    lrs = [float(r.split(",")[header.index("lr")]) for r in rows[1:]]
+    assert lrs == pytest.approx([1e-3, 5e-4, 2.5e-4])

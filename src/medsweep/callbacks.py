@@ -17,6 +17,7 @@ class History(L.Callback):
         self.path = Path(path)
         self.rows: list[dict] = []
         self._pending: int | None = None
+        self._lr: float | None = None
 
     def _flush(self, trainer: L.Trainer) -> None:
         if self._pending is None:
@@ -25,8 +26,8 @@ class History(L.Callback):
         for key, value in sorted(trainer.callback_metrics.items()):
             if key.startswith(("train/", "val/")) and not key.endswith("_step"):
                 row[key.removesuffix("_epoch")] = float(value)
-        if trainer.optimizers:
-            row["lr"] = trainer.optimizers[0].param_groups[-1]["lr"]
+        if self._lr is not None:
+            row["lr"] = self._lr
         self.rows.append(row)
         self._pending = None
         columns = ["epoch"] + sorted({k for r in self.rows for k in r} - {"epoch", "lr"}) + ["lr"]
@@ -40,6 +41,8 @@ class History(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the previous epoch's train metrics are reduced only after its validation: write it now
         self._flush(trainer)
+        # the rate this epoch trains with (the head's group, the last one), before its scheduler step
+        self._lr = trainer.optimizers[0].param_groups[-1]["lr"] if trainer.optimizers else None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pending = trainer.current_epoch

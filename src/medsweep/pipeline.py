@@ -135,8 +135,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> L.Tr
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
-    callback = trainer.checkpoint_callback
-    path = getattr(callback, "best_model_path", "") if callback else ""
+    monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
+    path = monitored[0].best_model_path if monitored else ""
     return path or None
 
 
@@ -239,11 +239,11 @@ def train(cfg: DictConfig) -> dict:
         record["epochs_run"] = trainer.current_epoch
         record.update(_evaluate(trainer, module, dm, best))
         record["timing"] = timing.summary()
-        last = getattr(trainer.checkpoint_callback, "last_model_path", None)
+        last = run_dir / "checkpoints" / "last.ckpt"
         record["paths"].update(
             {
                 "checkpoint": _relative(best, run_dir),
-                "last_checkpoint": _relative(last, run_dir),
+                "last_checkpoint": _relative(str(last), run_dir) if last.exists() else None,
                 "history": "history.csv",
                 "splits": "splits.json",
             }
