@@ -1,161 +1,26 @@
-"""Shared helpers: compose the real configs and run the real pipeline on tiny offline data."""
+"""Fixtures shared by the suite; helpers live in tests/helpers.py (on the path for every test)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from sklearn.datasets import load_digits
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("WANDB_SILENT", "true")
-os.environ.setdefault("MEDSWEEP_CACHE", str(ROOT / ".pytest_cache" / "medsweep"))
-
-# tiny and fast: a 16 px small CNN, one batch per stage, no progress bar
-FAST = [
-    "trainer=debug",
-    "data.image_size=16",
-    "data.batch_size=16",
-    "model=small_cnn",
-    "callbacks.progress_bar=null",
-]
-
-
-def conf_options(group: str) -> list[str]:
-    """Every option file of a config group (so a new file is tested automatically)."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-def compose(overrides: list[str], output_dir: Path):
-    """The composed run config, writing into ``output_dir``."""
-    from medsweep.pipeline import compose_config
-
-    return compose_config([*overrides, f"paths.output_dir={output_dir}"], CONF)
-
-
-def run(overrides: list[str], output_dir: Path) -> dict:
-    """Compose and train; return the metrics.json record."""
-    from medsweep.pipeline import train
-
-    return train(compose(overrides, output_dir))
-
-
-def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python train.py ARGS`` (or another script) as a user would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
-    )
-
-
-@pytest.fixture
-def fast() -> list[str]:
-    """Overrides for a seconds-long run."""
-    return list(FAST)
-
-
-def digit_images(n_per_class: int = 6, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n_per_class`` digits of each of the first ``classes`` classes, uint8 8x8."""
-    bunch = load_digits()
-    keep = np.concatenate([np.flatnonzero(bunch.target == c)[:n_per_class] for c in range(classes)])
-    images = np.clip(bunch.images[keep] * 16, 0, 255).astype(np.uint8)
-    return images, bunch.target[keep].astype(np.int64)
-
-
-def write_npz(path: Path, n_per_class: int = 20, classes: int = 3) -> Path:
-    """A MedMNIST-format file with train/val/test parts."""
-    images, labels = digit_images(n_per_class, classes)
-    order = np.random.default_rng(0).permutation(len(labels))
-    images, labels = images[order], labels[order]
-    cut = [int(len(labels) * 0.6), int(len(labels) * 0.8)]
-    parts = dict(zip(("train", "val", "test"), np.split(np.arange(len(labels)), cut)))
-    arrays = {}
-    for name, idx in parts.items():
-        arrays[f"{name}_images"] = images[idx]
-        arrays[f"{name}_labels"] = labels[idx][:, None]
-    np.savez(path, **arrays)
-    return path
-
-
-def write_image_folder(root: Path, n_per_class: int = 12, classes: int = 3) -> Path:
-    """root/<class>/<i>.png"""
-    images, labels = digit_images(n_per_class, classes)
-    for i, (img, y) in enumerate(zip(images, labels)):
-        folder = root / f"digit{y}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(folder / f"{i}.png")
-    return root
-
-
-def write_csv(root: Path, n_per_class: int = 12, classes: int = 3) -> Path:
-    """images/<i>.png and manifest.csv with image, label and patient columns."""
-    images, labels = digit_images(n_per_class, classes)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    rows = ["image,label,patient"]
-    for i, (img, y) in enumerate(zip(images, labels)):
-        Image.fromarray(img).save(root / "images" / f"{i}.png")
-        rows.append(f"images/{i}.png,digit{y},p{i // 2}")
-    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    return root / "manifest.csv"
+from helpers import write_csv, write_image_folder, write_npz
 
 
 @pytest.fixture
 def npz_file(tmp_path: Path) -> Path:
+    """A MedMNIST-format file with predefined train/val/test parts."""
     return write_npz(tmp_path / "tiny.npz")
 
 
 @pytest.fixture
 def folder_root(tmp_path: Path) -> Path:
+    """An image folder with one sub-folder per class."""
     return write_image_folder(tmp_path / "folder")
 
 
 @pytest.fixture
 def csv_file(tmp_path: Path) -> Path:
+    """A manifest CSV with image, label and patient columns."""
     return write_csv(tmp_path / "csvdata")
-
-
-def read_wandb_records(path: Path) -> list:
-    """Decode a W&B ``.wandb`` transaction log (leveldb-style 32 KiB blocks) into protobuf Records."""
-    import struct
-
-    from wandb.proto import wandb_internal_pb2
-
-    raw = Path(path).read_bytes()
-    assert raw[:4] == b":W&B", f"{path} is not a W&B log"
-    pos, block, records, pending = 7, 32768, [], b""
-    while pos + 7 <= len(raw):
-        left = block - pos % block
-        if left < 7:  # block trailer padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
-        data = raw[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 0 and length == 0:
-            continue
-        pending += data
-        if kind in (1, 4):  # FULL or LAST
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
-def wandb_logged_values(path: Path) -> dict[str, list]:
-    """Every value logged to the history of an offline W&B run, by key."""
-    values: dict[str, list] = {}
-    for record in read_wandb_records(path):
-        if record.WhichOneof("record_type") == "history":
-            for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                values.setdefault(key, []).append(json.loads(item.value_json))
-    return values

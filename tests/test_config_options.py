@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import compose, conf_options, run, write_csv, write_image_folder, write_npz
+from helpers import compose, conf_options, run, write_csv, write_image_folder, write_npz
 
 GROUPS = [
     "data",

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FAST, compose, run, run_cli, write_csv
+from helpers import FAST, compose, run, run_cli, write_csv
 from hydra.errors import ConfigCompositionException
 
 

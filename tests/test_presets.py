@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from conftest import CONF, ROOT, compose, run
+from helpers import CONF, ROOT, compose, run
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # the preset's own model at 32 px, one batch per stage
@@ -23,8 +23,10 @@ OPTION_GROUPS = sorted(
 
 def _names(group: str) -> list[str]:
     """Every option under ``conf/<group>/``, subfolders included (``fashion_benchmark/mlp_pixels``)."""
-    return sorted(p.relative_to(CONF / group).with_suffix("").as_posix()
-                  for p in (CONF / group).rglob("*.yaml"))
+    return sorted(
+        p.relative_to(CONF / group).with_suffix("").as_posix()
+        for p in (CONF / group).rglob("*.yaml")
+    )
 
 
 EXPERIMENTS = _names("experiment")
@@ -56,7 +58,11 @@ def _fields(node, prefix: str = "") -> set[str]:
     for key in node.keys():
         value = node._get_node(key)
         path = f"{prefix}.{key}" if prefix else str(key)
-        out |= _fields(value, path) if isinstance(value, DictConfig) and not value._is_none() else {path}
+        out |= (
+            _fields(value, path)
+            if isinstance(value, DictConfig) and not value._is_none()
+            else {path}
+        )
     return out
 
 
@@ -107,7 +113,8 @@ def _first_job(name: str) -> list[str]:
 def _quick(overrides: list[str], tmp_path: Path) -> list[str]:
     """Fast overrides for a run; a classical baseline also gets a small training subset."""
     cfg = compose([*overrides, *QUICK], tmp_path)
-    extra = ["model.max_train_samples=300"] if "max_train_samples" in cfg.model else []
+    classical = "max_train_samples" in cfg.model
+    extra = ["model.max_train_samples=300", "model.n_threads=1"] if classical else []
     return [*overrides, *QUICK, *extra]
 
 
@@ -119,8 +126,13 @@ def _check_ok(record: dict, run_dir: Path) -> None:
 
 
 def test_every_preset_and_grid_is_found():
-    assert {"melanoma_binary", "brain_mri", "ich_multilabel", "isic_multiclass",
-            "fashion_benchmark"} <= set(EXPERIMENTS)
+    assert {
+        "melanoma_binary",
+        "brain_mri",
+        "ich_multilabel",
+        "isic_multiclass",
+        "fashion_benchmark",
+    } <= set(EXPERIMENTS)
     assert all(s.split("/")[0] in EXPERIMENTS for s in SWEEPS)
     assert {"brain_mri/balance", "fashion_benchmark/arms"} <= set(SWEEPS)
 
@@ -193,7 +205,9 @@ def _fingerprint(overrides: list[str]) -> str:
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_grid_first_job_runs_end_to_end(sweep, tmp_path):
     first = _first_job(sweep)
-    preset = OmegaConf.select(_hydra_compose((f"sweep={sweep}",)), "hydra.runtime.choices.experiment")
+    preset = OmegaConf.select(
+        _hydra_compose((f"sweep={sweep}",)), "hydra.runtime.choices.experiment"
+    )
     if _fingerprint([*first, *QUICK]) == _fingerprint([f"experiment={preset}", *QUICK]):
         return  # the same run as the preset itself: test_preset_runs_end_to_end[preset] trains it
     record = run(_quick(first, tmp_path), tmp_path)
@@ -211,12 +225,19 @@ def test_presets_keep_the_real_study_settings():
     assert cfg("experiment=isic_multiclass", "trainer=gpu").trainer.precision == "16-mixed"
     ich = cfg("experiment=ich_multilabel")
     assert (ich.data.image_size, ich.data.source.variant, ich.loss._target_.split(".")[-1]) == (
-        512, "multilabel", "BCEWithLogitsLoss")
+        512,
+        "multilabel",
+        "BCEWithLogitsLoss",
+    )
     melanoma = cfg("experiment=melanoma_binary")
     assert (melanoma.model.head, melanoma.data.source.variant) == ("mlp", "binary")
     assert melanoma.scheduler.monitor == melanoma.callbacks.early_stopping.monitor == "val/auroc"
     brain = cfg("experiment=brain_mri")
-    assert (brain.model.name, brain.optimizer.momentum, brain.optimizer.lr) == ("resnet18", 0.9, 1e-3)
+    assert (brain.model.name, brain.optimizer.momentum, brain.optimizer.lr) == (
+        "resnet18",
+        0.9,
+        1e-3,
+    )
     # a command-line choice wins over the preset's, as sweeps need
     assert cfg("experiment=brain_mri", "balance=oversample").balance.oversample is True
 
@@ -235,9 +256,21 @@ def test_brain_mri_balance_grid_runs_and_reports(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "WANDB_MODE": "disabled"}
     stamp = ROOT / ".venv" / ".stamp-install"  # never reinstall from a test
     result = subprocess.run(
-        ["make", "--no-print-directory", "-o", str(stamp), "sweep", f"PY={sys.executable}",
-         "SWEEP=brain_mri/balance", f"ARGS={GRID_ARGS} hydra.sweep.dir={sweep_dir}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            str(stamp),
+            "sweep",
+            f"PY={sys.executable}",
+            "SWEEP=brain_mri/balance",
+            f"ARGS={GRID_ARGS} hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))]
@@ -252,7 +285,11 @@ def test_brain_mri_balance_grid_runs_and_reports(tmp_path):
     command = [str(script)] if script.exists() else [sys.executable, "-m", "medsweep.cli"]
     report = subprocess.run(
         [*command, "report", str(sweep_dir), "--no-figures", "--no-wandb"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-3000:]
     rows = [line for line in report.stdout.splitlines() if "±" in line]

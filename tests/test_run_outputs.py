@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import FAST, compose, run, wandb_logged_values
+from helpers import FAST, compose, run, wandb_logged_values
 
 from medsweep.pipeline import train
 

@@ -6,7 +6,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import compose, run
+from helpers import compose, run
 from sklearn import metrics as skm
 
 from medsweep.pipeline import build_datamodule, build_model, build_module

@@ -10,7 +10,7 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from conftest import FAST, compose, run
+from helpers import FAST, compose, run
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn

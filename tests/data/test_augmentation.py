@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, conf_options, run
+from helpers import FAST, conf_options, run
 from hydra.utils import instantiate
 from sklearn.datasets import load_digits
 

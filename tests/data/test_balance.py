@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, compose, conf_options, run
+from helpers import FAST, compose, conf_options, run
 from sklearn.datasets import load_digits
 from torch.utils.data import WeightedRandomSampler
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, conf_options, run
+from helpers import FAST, conf_options, run
 from omegaconf import OmegaConf
 
 from medsweep.data.mixing import MixUpCutMix

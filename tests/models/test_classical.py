@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FAST, compose, run
+from helpers import FAST, compose, run
 from sklearn import metrics as skm
 
 from medsweep.metrics import build_metrics
