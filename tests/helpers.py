@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from sklearn.datasets import load_digits
+# one intra-op thread per test process, set before numpy/torch load: tiny models gain nothing from
+# more, and on a busy 2-core machine extra threads spin against each other (24 s -> 3 s for one test)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -15,22 +15,25 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # the preset's own model at 32 px, one batch per stage
 QUICK = ["trainer=debug", "data.image_size=32", "data.batch_size=8", "callbacks.progress_bar=null"]
-# groups whose options a preset or a grid may choose (experiment and sweep select presets)
+# a classical baseline fits once on the whole training part: a subset, one thread
+QUICK_CLASSICAL = ["model.max_train_samples=300", "model.n_threads=1"]
+# groups whose options a preset or a grid chooses (experiment and sweep choose presets)
 OPTION_GROUPS = sorted(
     p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "sweep")
 )
+UNUSED_DIR = ROOT / "outputs" / "unused"  # composed only, never written
 
 
-def _names(group: str) -> list[str]:
-    """Every option under ``conf/<group>/``, subfolders included (``fashion_benchmark/mlp_pixels``)."""
+def _options(group: str) -> list[str]:
+    """Every option of ``conf/<group>/``, subfolders included (``fashion_benchmark/mlp_pixels``)."""
     return sorted(
         p.relative_to(CONF / group).with_suffix("").as_posix()
         for p in (CONF / group).rglob("*.yaml")
     )
 
 
-EXPERIMENTS = _names("experiment")
-SWEEPS = _names("sweep")
+EXPERIMENTS = _options("experiment")
+SWEEPS = _options("sweep")
 
 
 @cache
@@ -46,54 +49,49 @@ def _hydra_compose(overrides: tuple[str, ...]) -> DictConfig:
         return hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
-def _choices(cfg: DictConfig) -> dict[str, str]:
-    return {g: cfg.hydra.runtime.choices[g] for g in OPTION_GROUPS}
-
-
-def _fields(node, prefix: str = "") -> set[str]:
-    """Dotted paths of every field under ``node`` (lists count as one field)."""
-    if not isinstance(node, DictConfig):
-        return {prefix}
-    out: set[str] = set()
-    for key in node.keys():
-        value = node._get_node(key)
-        path = f"{prefix}.{key}" if prefix else str(key)
-        out |= (
-            _fields(value, path)
-            if isinstance(value, DictConfig) and not value._is_none()
-            else {path}
-        )
-    return out
+def _leaves(node, prefix: str = "") -> dict[str, object]:
+    """``{"a.b.c": value}`` for every field under ``node`` (a list is one field)."""
+    if isinstance(node, DictConfig) and not node._is_none():
+        out: dict[str, object] = {}
+        for key in node:
+            out.update(_leaves(node._get_node(key), f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(node, ListConfig) and not node._is_none():
+        return {prefix: OmegaConf.to_container(node)}
+    return {prefix: node._value()}
 
 
 def _unknown_fields(overrides: list[str]) -> list[str]:
-    """Fields the composed config has that its chosen group options do not define.
+    """Fields of the composed config that its chosen group options do not define.
 
-    A preset that sets ``finetune.policy.head_epochs`` breaks when a grid swaps in
-    ``finetune=full`` (whose policy is null): that key would show up here, as would a misspelt one.
+    A preset that set ``finetune.policy.head_epochs`` would break a grid that swaps in
+    ``finetune=full`` (whose policy is null): the key would show up here, as would a misspelt one.
     """
     cfg = _hydra_compose(tuple(overrides))
-    plain = _hydra_compose(tuple(f"{g}={c}" for g, c in _choices(cfg).items()))
-    return sorted(
-        f for g in OPTION_GROUPS if g in cfg for f in _fields(cfg[g], g) - _fields(plain[g], g)
-    )
+    choices = {g: cfg.hydra.runtime.choices[g] for g in OPTION_GROUPS}
+    plain = _hydra_compose(tuple(f"{g}={c}" for g, c in choices.items()))
+    unknown = set()
+    for group in OPTION_GROUPS:
+        if group in cfg:
+            unknown |= set(_leaves(cfg[group], group)) - set(_leaves(plain[group], group))
+    return sorted(unknown)
 
 
 def _touched(preset: str) -> set[str]:
-    """Config groups whose fields a preset (or a preset it includes) sets."""
+    """Top-level keys a preset (or a preset it includes) sets values under."""
     body = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml")
-    groups = {k for k in body if k != "defaults"}
+    keys = {k for k in body if k != "defaults"}
     for entry in body.get("defaults", []):
         if isinstance(entry, str) and entry.startswith("/experiment/"):
-            groups |= _touched(entry.removeprefix("/experiment/"))
-    return groups
+            keys |= _touched(entry.removeprefix("/experiment/"))
+    return keys
 
 
-def _sweep_params(name: str) -> dict[str, list[str]]:
-    """The grid of ``conf/sweep/<name>.yaml``: each param's values, in order."""
+def _grid(sweep: str) -> dict[str, list[str]]:
+    """The sweeper params of ``conf/sweep/<sweep>.yaml``: each key's values, in order."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = _hydra_compose((f"sweep={name}",)).hydra.sweeper.params
+    params = _hydra_compose((f"sweep={sweep}",)).hydra.sweeper.params
     parser = OverridesParser.create()
     grid = {}
     for key, value in params.items():
@@ -106,26 +104,33 @@ def _sweep_params(name: str) -> dict[str, list[str]]:
     return grid
 
 
-def _first_job(name: str) -> list[str]:
-    return [f"sweep={name}", *(f"{k}={v[0]}" for k, v in _sweep_params(name).items())]
+def _first_job(sweep: str) -> list[str]:
+    return [f"sweep={sweep}", *(f"{k}={v[0]}" for k, v in _grid(sweep).items())]
 
 
-def _quick(overrides: list[str], tmp_path: Path) -> list[str]:
-    """Fast overrides for a run; a classical baseline also gets a small training subset."""
-    cfg = compose([*overrides, *QUICK], tmp_path)
-    classical = "max_train_samples" in cfg.model
-    extra = ["model.max_train_samples=300", "model.n_threads=1"] if classical else []
-    return [*overrides, *QUICK, *extra]
+def _preset_of(sweep: str) -> str:
+    return _hydra_compose((f"sweep={sweep}",)).hydra.runtime.choices.experiment
 
 
-def _check_ok(record: dict, run_dir: Path) -> None:
+def _quick(overrides: list[str]) -> list[str]:
+    cfg = compose([*overrides, *QUICK], UNUSED_DIR)
+    return [*overrides, *QUICK, *(QUICK_CLASSICAL if "max_train_samples" in cfg.model else [])]
+
+
+def _fingerprint(overrides: list[str]) -> str:
+    """The composed run config, resolved, minus the list of overrides that asked for it."""
+    resolved = OmegaConf.to_container(compose(overrides, UNUSED_DIR), resolve=True)
+    resolved.pop("overrides")
+    return json.dumps(resolved, sort_keys=True)
+
+
+def _assert_ok(record: dict, run_dir: Path) -> None:
     assert record["status"] == "ok", record.get("error")
     saved = json.loads((run_dir / "metrics.json").read_text())
-    assert saved["status"] == "ok"
-    assert saved["val"] and saved["test"]
+    assert saved["status"] == "ok" and saved["val"] and saved["test"]
 
 
-def test_every_preset_and_grid_is_found():
+def test_the_five_studies_and_their_grids_are_found():
     assert {
         "melanoma_binary",
         "brain_mri",
@@ -133,23 +138,25 @@ def test_every_preset_and_grid_is_found():
         "isic_multiclass",
         "fashion_benchmark",
     } <= set(EXPERIMENTS)
-    assert all(s.split("/")[0] in EXPERIMENTS for s in SWEEPS)
     assert {"brain_mri/balance", "fashion_benchmark/arms"} <= set(SWEEPS)
+    assert all(_preset_of(s) == s.split("/")[0] for s in SWEEPS), "a grid lives under its preset"
+
+
+def test_every_study_and_grid_has_its_documentation():
+    index = (ROOT / "docs" / "studies.md").read_text()
+    for preset in (p for p in EXPERIMENTS if "/" not in p):
+        page = ROOT / "docs" / f"{preset}.md"
+        assert page.is_file() and f"({preset}.md)" in index, preset
+        grids = [s.split("/", 1)[1] for s in SWEEPS if s.startswith(f"{preset}/")]
+        assert [g for g in grids if f"`{g}`" not in page.read_text()] == [], preset
+
+
+# -- presets --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("preset", EXPERIMENTS)
 def test_preset_sets_only_fields_its_options_define(preset):
     assert _unknown_fields([f"experiment={preset}"]) == []
-
-
-def _leaves(node, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, DictConfig):
-        out: dict[str, object] = {}
-        for key in node.keys():
-            out.update(_leaves(node._get_node(key), f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    value = OmegaConf.to_container(node) if isinstance(node, ListConfig) else node._value()
-    return {prefix: value}
 
 
 @pytest.mark.parametrize("preset", EXPERIMENTS)
@@ -166,25 +173,52 @@ def test_preset_values_reach_the_composed_config(preset):
 
 @pytest.mark.parametrize("preset", EXPERIMENTS)
 def test_preset_runs_end_to_end(preset, tmp_path):
-    record = run(_quick([f"experiment={preset}"], tmp_path), tmp_path)
-    _check_ok(record, tmp_path)
+    _assert_ok(run(_quick([f"experiment={preset}"]), tmp_path), tmp_path)
+
+
+def test_presets_keep_the_studies_settings():
+    def cfg(*overrides: str) -> DictConfig:
+        return compose(list(overrides), UNUSED_DIR)
+
+    isic = cfg("experiment=isic_multiclass")
+    assert (isic.trainer.accumulate_grad_batches, isic.finetune.backbone_lr_scale) == (2, 0.1)
+    assert isic.scheduler.scheduler.restart_epochs and isic.scheduler.scheduler.warmup_epochs
+    assert isic.trainer.precision == "32-true"  # runs on a CPU; the gpu trainer brings AMP
+    assert cfg("experiment=isic_multiclass", "trainer=gpu").trainer.precision == "16-mixed"
+    ich = cfg("experiment=ich_multilabel")
+    assert (ich.data.image_size, ich.data.source.variant) == (512, "multilabel")
+    assert ich.loss._target_.endswith("BCEWithLogitsLoss")
+    melanoma = cfg("experiment=melanoma_binary")
+    assert (melanoma.model.head, melanoma.data.source.variant) == ("mlp", "binary")
+    assert melanoma.finetune.policy._target_.endswith("TwoPhaseUnfreezing")
+    assert melanoma.balance.class_weights == "inverse"
+    assert melanoma.scheduler.monitor == melanoma.callbacks.early_stopping.monitor == "val/auroc"
+    brain = cfg("experiment=brain_mri")
+    assert (brain.model.name, brain.optimizer.momentum, brain.optimizer.lr) == (
+        "resnet18",
+        0.9,
+        1e-3,
+    )
+    assert cfg("experiment=brain_mri", "balance=oversample").balance.oversample is True
+
+
+# -- grids ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_grid_names_existing_options_and_fields(sweep):
-    grid = _sweep_params(sweep)
-    assert "fold.index" in grid, "every study grid repeats its configurations over the folds"
+    grid = _grid(sweep)
+    assert "fold.index" in grid, "a study grid repeats every configuration over the folds"
     first = _first_job(sweep)
     cfg = _hydra_compose(tuple(first))
-    preset = cfg.hydra.runtime.choices.experiment
+    touched = _touched(_preset_of(sweep))
     for key, values in grid.items():
         if (CONF / key).is_dir():  # a config group: every value is one of its options
-            missing = [v for v in values if v not in _names(key)]
-            assert not missing, f"{sweep}: {key} has no option {missing}; options: {_names(key)}"
-            for value in values if key in _touched(preset) else []:
-                # the preset's fields exist in every option the grid swaps in
-                job = [*first, f"{key}={value}"]
-                assert _unknown_fields(job) == [], f"{sweep}: {key}={value}"
+            missing = [v for v in values if v not in _options(key)]
+            assert not missing, f"{sweep}: no {key} option {missing}; options: {_options(key)}"
+            if key in touched:  # the preset's values fit every option the grid swaps in
+                for value in values:
+                    assert _unknown_fields([*first, f"{key}={value}"]) == [], f"{key}={value}"
         else:
             assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", (
                 f"{sweep}: {key} is not a field of the composed config"
@@ -195,54 +229,17 @@ def test_grid_names_existing_options_and_fields(sweep):
             assert [v for v in values if not timm.is_model(v)] == []
 
 
-def _fingerprint(overrides: list[str]) -> str:
-    """The composed run config, resolved, minus the list of overrides that asked for it."""
-    resolved = OmegaConf.to_container(compose(overrides, ROOT / "outputs" / "unused"), resolve=True)
-    resolved.pop("overrides")
-    return json.dumps(resolved, sort_keys=True)
-
-
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_grid_first_job_runs_end_to_end(sweep, tmp_path):
     first = _first_job(sweep)
-    preset = OmegaConf.select(
-        _hydra_compose((f"sweep={sweep}",)), "hydra.runtime.choices.experiment"
-    )
-    if _fingerprint([*first, *QUICK]) == _fingerprint([f"experiment={preset}", *QUICK]):
-        return  # the same run as the preset itself: test_preset_runs_end_to_end[preset] trains it
-    record = run(_quick(first, tmp_path), tmp_path)
-    _check_ok(record, tmp_path)
+    if _fingerprint([*first, *QUICK]) == _fingerprint([f"experiment={_preset_of(sweep)}", *QUICK]):
+        return  # the preset itself: test_preset_runs_end_to_end trains exactly this run
+    record = run(_quick(first), tmp_path)
+    _assert_ok(record, tmp_path)
     assert record["overrides"]["fold.index"] == 0
 
 
-def test_presets_keep_the_real_study_settings():
-    def cfg(*overrides: str) -> DictConfig:
-        return compose(list(overrides), ROOT / "outputs" / "unused")
-
-    isic = cfg("experiment=isic_multiclass")
-    assert (isic.trainer.accumulate_grad_batches, isic.finetune.backbone_lr_scale) == (2, 0.1)
-    assert isic.trainer.precision == "32-true"  # runs on a CPU; the gpu trainer brings AMP
-    assert cfg("experiment=isic_multiclass", "trainer=gpu").trainer.precision == "16-mixed"
-    ich = cfg("experiment=ich_multilabel")
-    assert (ich.data.image_size, ich.data.source.variant, ich.loss._target_.split(".")[-1]) == (
-        512,
-        "multilabel",
-        "BCEWithLogitsLoss",
-    )
-    melanoma = cfg("experiment=melanoma_binary")
-    assert (melanoma.model.head, melanoma.data.source.variant) == ("mlp", "binary")
-    assert melanoma.scheduler.monitor == melanoma.callbacks.early_stopping.monitor == "val/auroc"
-    brain = cfg("experiment=brain_mri")
-    assert (brain.model.name, brain.optimizer.momentum, brain.optimizer.lr) == (
-        "resnet18",
-        0.9,
-        1e-3,
-    )
-    # a command-line choice wins over the preset's, as sweeps need
-    assert cfg("experiment=brain_mri", "balance=oversample").balance.oversample is True
-
-
-# -- one named grid as a user runs it: make sweep, then medsweep report ---------------------------
+# -- one grid as a user runs it: make sweep, then medsweep report ---------------------------------
 
 GRID_ARGS = (
     "fold.n_folds=3 'fold.index=range(3)' balance=class_weights,oversample model=small_cnn "
@@ -254,18 +251,10 @@ GRID_ARGS = (
 def test_brain_mri_balance_grid_runs_and_reports(tmp_path):
     sweep_dir = tmp_path / "sweep"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "WANDB_MODE": "disabled"}
-    stamp = ROOT / ".venv" / ".stamp-install"  # never reinstall from a test
+    stamp = ROOT / ".venv" / ".stamp-install"  # -o: never (re)install from a test
+    command = ["make", "--no-print-directory", "-o", str(stamp), "sweep", f"PY={sys.executable}"]
     result = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "-o",
-            str(stamp),
-            "sweep",
-            f"PY={sys.executable}",
-            "SWEEP=brain_mri/balance",
-            f"ARGS={GRID_ARGS} hydra.sweep.dir={sweep_dir}",
-        ],
+        [*command, "SWEEP=brain_mri/balance", f"ARGS={GRID_ARGS} hydra.sweep.dir={sweep_dir}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -275,16 +264,15 @@ def test_brain_mri_balance_grid_runs_and_reports(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))]
     assert len(records) == 6 and all(r["status"] == "ok" for r in records)
-    assert sorted((r["overrides"]["balance"], r["fold"]) for r in records) == [
-        (b, f) for b in ("class_weights", "oversample") for f in range(3)
+    assert sorted((r["overrides"]["balance"], r["fold"], r["n_folds"]) for r in records) == [
+        (b, f, 3) for b in ("class_weights", "oversample") for f in range(3)
     ]
-    assert {r["n_folds"] for r in records} == {3}
 
-    pytest.importorskip("medsweep.report")  # the report command lands separately
+    pytest.importorskip("medsweep.report")  # the report command is a separate part
     script = Path(sys.executable).parent / "medsweep"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "medsweep.cli"]
+    medsweep = [str(script)] if script.exists() else [sys.executable, "-m", "medsweep.cli"]
     report = subprocess.run(
-        [*command, "report", str(sweep_dir), "--no-figures", "--no-wandb"],
+        [*medsweep, "report", str(sweep_dir), "--no-figures", "--no-wandb"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -294,4 +282,5 @@ def test_brain_mri_balance_grid_runs_and_reports(tmp_path):
     assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-3000:]
     rows = [line for line in report.stdout.splitlines() if "±" in line]
     for balance in ("class_weights", "oversample"):
-        assert any(f"balance={balance}" in line and "3/3" in line for line in rows), report.stdout
+        assert any(f"balance={balance}" in r and "3/3" in r for r in rows), report.stdout
+    assert "baseline" in report.stdout
