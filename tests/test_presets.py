@@ -15,8 +15,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # the preset's own model at 32 px, one batch per stage
 QUICK = ["trainer=debug", "data.image_size=32", "data.batch_size=8", "callbacks.progress_bar=null"]
-# a classical baseline fits once on the whole training part: a subset, one thread
-QUICK_CLASSICAL = ["model.max_train_samples=300", "model.n_threads=1"]
+# a classical baseline fits once on the whole training part: a subset of 16 px images, one thread
+QUICK_CLASSICAL = ["data.image_size=16", "model.max_train_samples=300", "model.n_threads=1"]
 # groups whose options a preset or a grid chooses (experiment and sweep choose presets)
 OPTION_GROUPS = sorted(
     p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "sweep")
@@ -113,8 +113,13 @@ def _preset_of(sweep: str) -> str:
 
 
 def _quick(overrides: list[str]) -> list[str]:
-    cfg = compose([*overrides, *QUICK], UNUSED_DIR)
-    return [*overrides, *QUICK, *(QUICK_CLASSICAL if "max_train_samples" in cfg.model else [])]
+    model = compose([*overrides, *QUICK], UNUSED_DIR).model
+    if "max_train_samples" not in model:
+        return [*overrides, *QUICK]
+    keys = {o.split("=", 1)[0] for o in QUICK_CLASSICAL}
+    fewer_trees = ["+model.params.max_iter=10"] if model.estimator == "hist_gb" else []
+    quick = [o for o in QUICK if o.split("=", 1)[0] not in keys]
+    return [*overrides, *quick, *QUICK_CLASSICAL, *fewer_trees]
 
 
 def _fingerprint(overrides: list[str]) -> str:
