@@ -120,6 +120,8 @@ def read_wandb_records(path: Path) -> list:
             pos += left
             continue
         _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        if pos + 7 + length > len(raw):  # a record still being written
+            break
         data = raw[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 0 and length == 0:
@@ -133,10 +135,22 @@ def read_wandb_records(path: Path) -> list:
     return records
 
 
-def wandb_logged_values(path: Path) -> dict[str, list]:
-    """Every value logged to the history of an offline W&B run, by key."""
+def wandb_logged_values(path: Path, wait_s: float = 60.0) -> dict[str, list]:
+    """Every value logged to the history of an offline W&B run, by key.
+
+    W&B's service process writes the log after ``wandb.finish()`` returns; wait for its exit record.
+    """
+    import time
+
+    deadline = time.monotonic() + wait_s
+    records = read_wandb_records(path)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: no exit record after {wait_s} s")
+        time.sleep(0.5)
+        records = read_wandb_records(path)
     values: dict[str, list] = {}
-    for record in read_wandb_records(path):
+    for record in records:
         if record.WhichOneof("record_type") == "history":
             for item in record.history.item:
                 key = item.key or "/".join(item.nested_key)
