@@ -10,11 +10,12 @@ register_resolvers()
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from medsweep.config import route_library_logs
+    from medsweep.config import quiet_library_noise, route_library_logs
     from medsweep.pipeline import train
     from medsweep.results import print_summary
 
     route_library_logs()
+    quiet_library_noise()
     record = train(cfg)
     print_summary(record)
     return record.get("val", {}).get(cfg.monitor.split("/", 1)[-1])

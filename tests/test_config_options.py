@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from helpers import compose, conf_options, run, write_csv, write_image_folder, write_npz
+from layouts import data_option_overrides
 
 GROUPS = [
     "data",
@@ -45,11 +46,17 @@ def overrides_for(group: str, option: str, tmp_path) -> list[str]:
         extra.append(f"data.source.path={write_csv(tmp_path / 'csv')}")
     if group == "data" and option in ("imagefolder", "csv", "npz"):
         extra.append("data.num_workers=0")
+    if group == "data":  # the public datasets' adapters, on tiny copies of their layouts
+        extra += data_option_overrides(option, tmp_path)
     if group == "model":
         chosen["data.image_size"] = "32"  # deep backbones downsample 32x
         chosen["data.batch_size"] = "8"
-    if (group, option) == ("model", "classical"):
-        extra.append("model.n_threads=1")  # scikit-learn's OpenMP threads otherwise oversubscribe
+    if group == "model" and option.startswith("classical"):
+        # scikit-learn's OpenMP threads otherwise oversubscribe; a subset of 16 px images
+        extra += ["model.n_threads=1", "model.max_train_samples=300"]
+        chosen["data.image_size"] = "16"
+        if option == "classical_hist_gb":
+            extra.append("+model.params.max_iter=10")
     if group == "trainer" and option != "debug":
         extra += [
             "trainer.max_epochs=1",
@@ -73,6 +80,10 @@ def test_option_runs_fast_dev_run(group, option, tmp_path):
         cfg = compose(overrides, tmp_path / "run")
         assert cfg.trainer.accelerator == "gpu" and "mixed" in cfg.trainer.precision
         pytest.skip("trainer=gpu composes; running it needs a GPU")
+    if (group, option) == ("trainer", "ddp") and torch.cuda.device_count() < 2:
+        cfg = compose(overrides, tmp_path / "run")
+        assert cfg.trainer.strategy.startswith("ddp") and cfg.trainer.accelerator == "gpu"
+        pytest.skip("trainer=ddp composes; running it needs several GPUs")
     record = run(overrides, tmp_path / "run")
     assert record["status"] == "ok"
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -29,9 +29,13 @@ def test_make_cv_then_report(tmp_path):
     records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert sorted(r["fold"] for r in records) == [0, 1, 2, 3, 4]
     assert all(r["status"] == "ok" and r["n_folds"] == 5 for r in records)
+    folders = sorted(p.parent.name for p in sweep.glob("*/splits.json"))
+    # each fold in a folder named by its overrides
+    assert [
+        next(part for part in f.split(",") if part.startswith("fold.index=")) for f in folders
+    ] == [f"fold.index={i}" for i in range(5)]
     tests = {
-        json.dumps(json.loads((sweep / str(i) / "splits.json").read_text())["test"])
-        for i in range(5)
+        json.dumps(json.loads((sweep / f / "splits.json").read_text())["test"]) for f in folders
     }
     assert len(tests) == 1  # one held-out test set for every fold
 

@@ -9,6 +9,8 @@ import pytest
 from helpers import FAST, compose, run, run_cli, write_csv
 from hydra.errors import ConfigCompositionException
 
+from medsweep.data.preflight import DataCheckError
+
 
 def _no_training_happened(run_dir):
     assert not (run_dir / "checkpoints").exists()
@@ -58,7 +60,7 @@ def test_csv_without_named_column(tmp_path):
 def test_csv_with_missing_image_file(tmp_path):
     manifest = write_csv(tmp_path / "csv")
     (tmp_path / "csv" / "images" / "3.png").unlink()
-    with pytest.raises(FileNotFoundError, match="3.png"):
+    with pytest.raises(DataCheckError, match="3.png"):
         run([*FAST, "data=csv", f"data.source.path={manifest}"], tmp_path / "run")
 
 

@@ -17,9 +17,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 QUICK = ["trainer=debug", "data.image_size=32", "data.batch_size=8", "callbacks.progress_bar=null"]
 # a classical baseline fits once on the whole training part: a subset of 16 px images, one thread
 QUICK_CLASSICAL = ["data.image_size=16", "model.max_train_samples=300", "model.n_threads=1"]
-# groups whose options a preset or a grid chooses (experiment and sweep choose presets)
+# groups of train.yaml's defaults list whose options a preset or a grid chooses (experiment and
+# sweep choose presets)
 OPTION_GROUPS = sorted(
-    p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "sweep")
+    group
+    for entry in OmegaConf.load(CONF / "train.yaml").defaults
+    if isinstance(entry, DictConfig)
+    for group in (str(next(iter(entry))).removeprefix("optional "),)
+    if group not in ("experiment", "sweep")
 )
 UNUSED_DIR = ROOT / "outputs" / "unused"  # composed only, never written
 
@@ -112,7 +117,19 @@ def _preset_of(sweep: str) -> str:
     return _hydra_compose((f"sweep={sweep}",)).hydra.runtime.choices.experiment
 
 
+def _offline(overrides: list[str]) -> list[str]:
+    """``model.pretrained=false`` where the composed model would fetch ImageNet weights online.
+
+    The studies' presets default to ImageNet weights from timm's hub; tests run offline. Packaged
+    weights (``model.weights=packaged``) load offline and stay on.
+    """
+    model = compose(overrides, UNUSED_DIR).model
+    online = model.get("pretrained") and model.get("weights") != "packaged"
+    return ["model.pretrained=false"] if online and "max_train_samples" not in model else []
+
+
 def _quick(overrides: list[str]) -> list[str]:
+    overrides = [*overrides, *_offline([*overrides, *QUICK])]
     model = compose([*overrides, *QUICK], UNUSED_DIR).model
     if "max_train_samples" not in model:
         return [*overrides, *QUICK]
@@ -142,6 +159,8 @@ def test_the_five_studies_and_their_grids_are_found():
         "ich_multilabel",
         "isic_multiclass",
         "fashion_benchmark",
+        "fruits360",
+        "small_medical",
     } <= set(EXPERIMENTS)
     assert {"brain_mri/balance", "fashion_benchmark/arms"} <= set(SWEEPS)
     assert all(_preset_of(s) == s.split("/")[0] for s in SWEEPS), "a grid lives under its preset"
@@ -164,9 +183,31 @@ def test_preset_sets_only_fields_its_options_define(preset):
     assert _unknown_fields([f"experiment={preset}"]) == []
 
 
+@cache
+def _option_fields(group: str, option: str) -> frozenset[str]:
+    return frozenset(_leaves(_hydra_compose((f"{group}={option}",))[group], group))
+
+
+@pytest.mark.parametrize("preset", EXPERIMENTS)
+def test_preset_sets_only_fields_every_option_of_the_group_has(preset):
+    """A preset chooses options; a field it sets stays meaningful whichever option is swapped in.
+
+    ``model.head`` belongs in a preset-specific model option (``model/efficientnet_b0_mlp``),
+    not in the preset: ``model=classical`` on the command line would inherit it.
+    """
+    body = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml")
+    body.pop("defaults", None)
+    for path in _leaves(body):
+        group = path.split(".", 1)[0]
+        if group not in OPTION_GROUPS:
+            continue  # train.yaml's own keys (task, seed, monitor, ...)
+        lacking = [o for o in _options(group) if path not in _option_fields(group, o)]
+        assert not lacking, f"{preset} sets {path}, which {group} options {lacking} do not have"
+
+
 @pytest.mark.parametrize("preset", EXPERIMENTS)
 def test_preset_values_reach_the_composed_config(preset):
-    """Nothing later in the defaults list (train.yaml's own keys, say) silently replaces them."""
+    """Presets come after train.yaml's own keys in the defaults list: their values win."""
     body = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml")
     body.pop("defaults", None)
     cfg = _hydra_compose((f"experiment={preset}",))
@@ -181,30 +222,25 @@ def test_preset_runs_end_to_end(preset, tmp_path):
     _assert_ok(run(_quick([f"experiment={preset}"]), tmp_path), tmp_path)
 
 
-def test_presets_keep_the_studies_settings():
-    def cfg(*overrides: str) -> DictConfig:
-        return compose(list(overrides), UNUSED_DIR)
+def test_presets_fetch_imagenet_weights_and_tests_switch_them_off():
+    """The studies fine-tune ImageNet weights: presets ask for them; offline runs turn them off."""
+    for preset in (
+        "brain_mri",
+        "ich_multilabel",
+        "melanoma_binary",
+        "isic_multiclass",
+        "fruits360",
+    ):
+        assert compose([f"experiment={preset}"], UNUSED_DIR).model.pretrained is True, preset
+        assert _offline([f"experiment={preset}"]) == ["model.pretrained=false"], preset
+    small = compose(["experiment=small_medical"], UNUSED_DIR).model
+    assert (small.pretrained, small.weights) == (True, "packaged")
+    assert _offline(["experiment=small_medical"]) == []  # packaged weights load offline
+    assert cfg_of("experiment=brain_mri", "balance=oversample").balance.oversample is True
 
-    isic = cfg("experiment=isic_multiclass")
-    assert (isic.trainer.accumulate_grad_batches, isic.finetune.backbone_lr_scale) == (2, 0.1)
-    assert isic.scheduler.scheduler.restart_epochs and isic.scheduler.scheduler.warmup_epochs
-    assert isic.trainer.precision == "32-true"  # runs on a CPU; the gpu trainer brings AMP
-    assert cfg("experiment=isic_multiclass", "trainer=gpu").trainer.precision == "16-mixed"
-    ich = cfg("experiment=ich_multilabel")
-    assert (ich.data.image_size, ich.data.source.variant) == (512, "multilabel")
-    assert ich.loss._target_.endswith("BCEWithLogitsLoss")
-    melanoma = cfg("experiment=melanoma_binary")
-    assert (melanoma.model.head, melanoma.data.source.variant) == ("mlp", "binary")
-    assert melanoma.finetune.policy._target_.endswith("TwoPhaseUnfreezing")
-    assert melanoma.balance.class_weights == "inverse"
-    assert melanoma.scheduler.monitor == melanoma.callbacks.early_stopping.monitor == "val/auroc"
-    brain = cfg("experiment=brain_mri")
-    assert (brain.model.name, brain.optimizer.momentum, brain.optimizer.lr) == (
-        "resnet18",
-        0.9,
-        1e-3,
-    )
-    assert cfg("experiment=brain_mri", "balance=oversample").balance.oversample is True
+
+def cfg_of(*overrides: str) -> DictConfig:
+    return compose(list(overrides), UNUSED_DIR)
 
 
 # -- grids ----------------------------------------------------------------------------------------
@@ -237,7 +273,8 @@ def test_grid_names_existing_options_and_fields(sweep):
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_grid_first_job_runs_end_to_end(sweep, tmp_path):
     first = _first_job(sweep)
-    if _fingerprint([*first, *QUICK]) == _fingerprint([f"experiment={_preset_of(sweep)}", *QUICK]):
+    preset = [f"experiment={_preset_of(sweep)}"]
+    if _fingerprint(_quick(first)) == _fingerprint(_quick(preset)):
         return  # the preset itself: test_preset_runs_end_to_end trains exactly this run
     record = run(_quick(first), tmp_path)
     _assert_ok(record, tmp_path)
@@ -247,7 +284,8 @@ def test_grid_first_job_runs_end_to_end(sweep, tmp_path):
 # -- one grid as a user runs it: make sweep, then medsweep report ---------------------------------
 
 GRID_ARGS = (
-    "fold.n_folds=3 'fold.index=range(3)' balance=class_weights,oversample model=small_cnn "
+    "fold.n_folds=3 'fold.index=range(3)' balance=class_weights,oversample augmentation=none "
+    "model=small_cnn "
     "data.image_size=16 trainer.max_epochs=1 +trainer.limit_train_batches=3 "
     "callbacks.progress_bar=null"
 )

@@ -42,3 +42,19 @@ def test_unpretrained_model_differs_from_packaged():
     torch.manual_seed(0)
     model = timm_classifier("efficientnet_lite0", num_classes=2, in_chans=3, pretrained=False)
     assert not torch.equal(model.backbone.conv_stem.weight, _source()["_conv_stem.weight"])
+
+
+def test_converting_packaged_weights_leaves_the_rng_stream_alone(tmp_path, monkeypatch):
+    """The run that converts the packaged file draws the same random numbers as one that finds
+    it cached (otherwise the first run of a seed trains differently from the next)."""
+    import torch
+
+    from medsweep.models.weights import packaged_weights
+
+    monkeypatch.setenv("MEDSWEEP_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    packaged_weights("efficientnet_lite0")  # converts
+    after_convert = torch.rand(4)
+    torch.manual_seed(0)
+    packaged_weights("efficientnet_lite0")  # cached
+    assert torch.equal(torch.rand(4), after_convert)

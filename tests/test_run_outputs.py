@@ -70,7 +70,10 @@ def test_resume_from_last_checkpoint(tmp_path):
     record = run([*TWO_EPOCHS, "trainer.max_epochs=2", f"resume={last}"], tmp_path / "second")
     assert record["epochs_run"] == 2
     history = (tmp_path / "second" / "history.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in history[1:]] == ["1"]  # only the resumed epoch ran
+    first = (tmp_path / "first" / "history.csv").read_text().splitlines()
+    # epoch 0 came with the checkpoint: the resumed run's history covers the whole run
+    assert [row.split(",")[0] for row in history[1:]] == ["0", "1"]
+    assert history[1] == first[1]
 
 
 def test_failed_run_records_error_and_reraises(tmp_path):

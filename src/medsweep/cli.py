@@ -45,11 +45,181 @@ def _add_report_command(subparsers: argparse._SubParsersAction) -> None:
         "--no-wandb", action="store_true", help="do not log the summary table to W&B"
     )
     parser.add_argument("--no-figures", action="store_true", help="skip drawing figures")
+    parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="rank runs of different tasks, datasets or class lists in one table",
+    )
     parser.set_defaults(handler=_run_report)
 
 
+def _add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="metrics with CIs, thresholds, calibration, TTA, Grad-CAM of a run or multirun",
+        description=(
+            "Evaluate RUN (a run folder, or a multirun folder: every ok run plus one fold "
+            "ensemble per configuration) from its saved predictions and write eval/ beside it. "
+            "Settings are conf/evaluate.yaml's eval node, changed with eval.<field>=<value>."
+        ),
+    )
+    parser.add_argument("run", type=Path, metavar="RUN", help="run or multirun folder")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="eval.FIELD=VALUE", help="e.g. eval.threshold.method=youden"
+    )
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace, console: Console) -> int:
+    from hydra import compose, initialize_config_dir
+
+    from medsweep.evaluation import EvalSettings, evaluate_path
+    from medsweep.evaluation.cli import print_evaluations
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"run={args.run}", *args.overrides])
+    print_evaluations(evaluate_path(args.run, EvalSettings.from_config(cfg.eval)), console)
+    return 0
+
+
+def _add_data_summary_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data-summary",
+        help="class counts, image formats, duplicates and sample images of a data= option",
+        description=(
+            "Compose the data (with overrides as train.py takes them, e.g. data=imagefolder "
+            "data.source.root=DIR), run its pre-flight check and split, and write summary.md, "
+            "samples.png and data_check.json to --out."
+        ),
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data=brain_mri data.source.root=DIR"
+    )
+    parser.add_argument("--out", type=Path, default=Path("data-summary"), help="output folder")
+    parser.add_argument("--per-class", type=int, default=6, help="sample images per class")
+    parser.set_defaults(handler=_run_data_summary)
+
+
+def _run_data_summary(args: argparse.Namespace, console: Console) -> int:
+    from medsweep.data.preflight import DataCheckError
+    from medsweep.data.summary import write_summary
+    from medsweep.pipeline import build_datamodule, compose_config
+
+    try:
+        dm = build_datamodule(compose_config(args.overrides))
+    except (DataCheckError, FileNotFoundError) as err:
+        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(err)))
+        return 2
+    files = write_summary(dm, args.out, args.per_class)
+    check = dm.data_check
+    console.print(
+        Text(
+            f"{dm.source.name}: {check['n_kept']} usable of {check['n_listed']}, "
+            f"{len(dm.classes)} classes, {check['duplicates']['images']} duplicate images, "
+            f"{check['n_dropped']} left out"
+        )
+    )
+    for path in files.values():
+        console.print(Text(f"  {path}"))
+    return 0
+
+
+def _add_bench_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="the suite's fit throughput and start-up against a plain PyTorch loop",
+        description=(
+            "Run the benchmark workloads as interleaved repeats (plain loop, suite, plain, suite, "
+            "...) and write OUT/benchmarks.md (medians and ratios against the plain loop) and "
+            "OUT/bench.json (every recorded time)."
+        ),
+    )
+    parser.add_argument("--out", type=Path, default=Path("docs"), help="output folder")
+    parser.add_argument(
+        "--tiny", action="store_true", help="a few images, small models: seconds, not minutes"
+    )
+    parser.add_argument("--repeats", type=int, help="repeats of each (default 3; --tiny 2)")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: trainer=gpu at 32-true for the suite, tensors on the GPU for the plain loop",
+    )
+    parser.add_argument("--threads", type=int, help="torch threads (default: as a run chooses)")
+    parser.add_argument(
+        "--no-processes",
+        action="store_true",
+        help="skip the whole-process and start-up figures (skipped with --tiny)",
+    )
+    parser.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace, console: Console) -> int:
+    from medsweep.bench import run_bench
+
+    table = run_bench(
+        args.out,
+        tiny=args.tiny,
+        repeats=args.repeats,
+        device=args.device,
+        threads=args.threads,
+        processes=False if args.no_processes else None,
+    )
+    console.print(Text(table.read_text()))
+    console.print(Text(f"Written to {table}", style="bold green"))
+    return 0
+
+
+def _add_predict_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="class probabilities and decisions of a run or fold ensemble for image files",
+        description=(
+            "Predict every image in INPUT (files, or folders searched for PNG, JPEG, TIFF, BMP "
+            "and DICOM files) with RUN (a run folder, or a multirun folder: its fold ensemble) "
+            "through the run's own decoding and evaluation transform; decisions at the "
+            "thresholds in eval/thresholds.json (medsweep evaluate), else 0.5 / argmax. "
+            "Unreadable files get an error row; the others go on."
+        ),
+    )
+    parser.add_argument("run", type=Path, metavar="RUN", help="run or multirun folder")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="images or folders")
+    parser.add_argument(
+        "--out", type=Path, default=Path("predictions.csv"), help="CSV to write (predictions.csv)"
+    )
+    parser.add_argument(
+        "--model",
+        help="in a multirun folder: the configuration key of a fold ensemble, or a run's folder "
+        "relative to RUN (default: the only ensemble, else the only run)",
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="average the evaluation's test-time views (flips)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=100_000_000,
+        help="refuse larger images (width x height) before decoding them",
+    )
+    parser.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace, console: Console) -> int:
+    from medsweep.predict import run_predict
+
+    return run_predict(args, console)
+
+
 # Subcommands (evaluate, predict, bench) add a registration function here.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_report_command,)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_report_command,
+    _add_evaluate_command,
+    _add_data_summary_command,
+    _add_bench_command,
+    _add_predict_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +325,7 @@ def _run_report(args: argparse.Namespace, console: Console) -> int:
         out=args.out,
         figures=not args.no_figures,
         wandb=not args.no_wandb,
+        allow_mixed=args.allow_mixed,
     )
     _print_report(report, console)
     return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from sklearn.metrics import log_loss
 from torchmetrics import Metric, MetricCollection
 from torchmetrics import classification as C
 
@@ -98,3 +100,27 @@ def flatten_results(
         else:
             scalars[name] = float(value)
     return scalars, confusion
+
+
+def evaluate_probabilities(
+    probs: np.ndarray, targets: np.ndarray, task: str, classes: list[str]
+) -> tuple[dict[str, float], list]:
+    """``build_metrics``' metrics plus the log-loss, from probabilities and integer targets."""
+    collection = build_metrics(task, len(classes))
+    # float64 as scikit-learn gives them, so that no ties appear that the estimator did not make
+    collection.update(torch.as_tensor(probs, dtype=torch.float64), torch.as_tensor(targets))
+    metrics, confusion = flatten_results(collection.compute(), classes)
+    return {"loss": log_loss_of(probs, targets, task, len(classes)), **metrics}, confusion
+
+
+def log_loss_of(probs: np.ndarray, targets: np.ndarray, task: str, num_classes: int) -> float:
+    """Cross-entropy (multiclass) or binary cross-entropy averaged over labels, like the losses."""
+    if task == "multiclass":
+        return float(log_loss(targets, probs, labels=list(range(num_classes))))
+    if task == "binary":
+        return float(log_loss(targets, probs, labels=[0, 1]))
+    return float(
+        np.mean(
+            [log_loss(targets[:, j], probs[:, j], labels=[0, 1]) for j in range(targets.shape[1])]
+        )
+    )

@@ -63,6 +63,9 @@ class ClassificationModule(L.LightningModule):
             {f"{s}_metrics": build_metrics(task, len(self.classes)) for s in STAGES}
         )
         self.results: dict[str, dict] = {}
+        # stages whose per-sample probabilities and targets are kept (the final evaluation)
+        self.collect: set[str] = set()
+        self.collected: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._updated: set[str] = set()
         self.save_hyperparameters({"task": task, "classes": self.classes})
 
@@ -86,11 +89,13 @@ class ClassificationModule(L.LightningModule):
             batch_size=len(x),
         )
         if not mixed:  # metrics on soft (mixed) targets would be meaningless
+            probs = probabilities(logits.detach(), self.task)
             self.metrics[f"{stage}_metrics"].update(
-                probabilities(logits.detach(), self.task),
-                y.int() if self.task == "multilabel" else y,
+                probs, y.int() if self.task == "multilabel" else y
             )
             self._updated.add(stage)
+            if stage in self.collect:
+                self.collected.setdefault(stage, []).append((probs.float().cpu(), y.cpu()))
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -101,6 +106,23 @@ class ClassificationModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def take_collected(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probabilities and targets kept for ``stage``, in loader order; clears them."""
+        batches = self.collected.pop(stage, [])
+        if not batches:
+            return torch.empty(0), torch.empty(0)
+        probs, targets = (torch.cat(parts) for parts in zip(*batches))
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            # each rank saw every world_size-th sample of the (padded) list: interleave them back
+            probs, targets = (self._interleave(self.all_gather(t)) for t in (probs, targets))
+        return probs.cpu(), targets.cpu()
+
+    @staticmethod
+    def _interleave(gathered: torch.Tensor) -> torch.Tensor:
+        """(world, n, ...) from all ranks -> (world * n, ...) in the distributed sampler's order."""
+        return gathered.transpose(0, 1).reshape(-1, *gathered.shape[2:])
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch

@@ -5,27 +5,40 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_class
+from hydra.utils import get_class, get_object
 from hydra.utils import instantiate as hydra_instantiate
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from medsweep.callbacks import History, Timing
-from medsweep.data.datamodule import ImageDataModule
-from medsweep.module import ClassificationModule
+from medsweep.callbacks import CarryCheckpoints, EpochSeeds, History, Timing
+from medsweep.checkpoints import checked_checkpoint, load_checkpoint
+from medsweep.config_check import check_config
+from medsweep.data.datamodule import ImageDataModule, ImageDataset
+from medsweep.data.transforms import resolve_normalization
+from medsweep.losses import check_loss_output, loss_arguments
+from medsweep.metrics import evaluate_probabilities
+from medsweep.models.classical import ClassicalClassifier, extract_features, thread_limit
+from medsweep.module import ClassificationModule, dense_targets
+from medsweep.predictions import prediction_frame, write_predictions
 from medsweep.results import (
-    base_record,
-    git_revision,
+    CONFIG_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    RunRecord,
+    config_hash,
+    keep_previous,
     parse_overrides,
     read_metrics,
-    versions,
-    write_json_atomic,
 )
+from medsweep.tracking import build_loggers, log_summary, run_entry
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +73,13 @@ def build_datamodule(cfg: DictConfig, run_dir: Path | None = None) -> ImageDataM
         splitter=instantiate(cfg.fold),
         image_size=data.image_size,
         channels=data.channels,
-        normalization=data.normalization,
+        normalization=resolve_normalization(
+            data.normalization,
+            backbone=cfg.model.get(
+                "backbone" if cfg.model.get("features") == "backbone" else "name"
+            ),
+            pretrained=bool(cfg.model.get("pretrained", False)),
+        ),
         batch_size=data.batch_size,
         num_workers=data.num_workers,
         train_albumentations=[instantiate(op) for op in aug.get("albumentations") or []],
@@ -96,14 +115,15 @@ def build_module(
     """Loss (with class balancing from the training fold), optimizer and scheduler around ``model``."""
     train_labels = dm.datasets["train"].labels() if dm.datasets else dm.source.labels
     balance_kwargs = dm.balance.loss_kwargs(train_labels, dm.task, len(dm.classes))
-    accepted = inspect.signature(get_class(cfg.loss._target_)).parameters
-    for key in balance_kwargs:
-        if key not in accepted:
-            raise ValueError(
-                f"balance.{key} does not fit loss={cfg.loss._target_}: it takes "
-                f"{sorted(set(accepted) - {'task'})}; use loss=bce for pos_weight"
-            )
-    loss = instantiate(cfg.loss, task=dm.task, **balance_kwargs)
+    target = get_object(cfg.loss._target_)
+    loss = instantiate(cfg.loss, **loss_arguments(target, dm.task, balance_kwargs))
+    sample = torch.as_tensor(np.asarray(train_labels[:2]))
+    check_loss_output(
+        loss,
+        torch.zeros(len(sample), dm.output_units),
+        dense_targets(sample, dm.task, dm.output_units),
+        cfg.loss._target_,
+    )
     sched = cfg.scheduler
     return ClassificationModule(
         model=model,
@@ -123,14 +143,58 @@ def _instantiate_dict(group: DictConfig | None) -> list:
     return [instantiate(v) for v in (group or {}).values() if v is not None and "_target_" in v]
 
 
+def torch_threads(requested: int | None) -> int:
+    """Torch threads for a run: ``requested``, else $OMP_NUM_THREADS, else physical cores per job.
+
+    The cores are those the process may run on; a Hydra launcher with ``n_jobs`` (joblib) runs
+    that many jobs at once, each getting an equal share (at least one).
+    """
+    import os
+
+    import psutil
+    from hydra.core.hydra_config import HydraConfig
+
+    if requested is not None:
+        if int(requested) < 1:
+            raise ValueError(f"trainer.threads={requested} must be >= 1 or null (automatic)")
+        return int(requested)
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    logical = os.cpu_count() or 1
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
+    cores = min(psutil.cpu_count(logical=False) or logical, allowed)
+    jobs = 1
+    if HydraConfig.initialized():
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")
+        if n_jobs is not None:
+            # joblib's convention: -1 is every CPU, -2 all but one, ...
+            jobs = int(n_jobs) if n_jobs > 0 else max(1, allowed + 1 + int(n_jobs))
+    return max(1, cores // max(1, jobs))
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> L.Trainer:
-    """Trainer from ``cfg.trainer`` with the callbacks and loggers of their groups."""
+    """Trainer from ``cfg.trainer`` with the callbacks and loggers of their groups.
+
+    Sets torch's intra-op threads from ``trainer.threads`` (see ``torch_threads``); read the count
+    back with ``torch.get_num_threads()``.
+    """
+    from medsweep.config import quiet_library_noise
+
+    quiet_library_noise()
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    threads = torch_threads(trainer_cfg.pop("threads", None))
+    torch.set_num_threads(threads)
     callbacks = _instantiate_dict(cfg.get("callbacks")) + extra_callbacks
-    if cfg.finetune.get("policy"):
-        callbacks.append(instantiate(cfg.finetune.policy))
-    loggers = _instantiate_dict(cfg.get("logger"))
+    policy = cfg.finetune.get("policy")
+    if policy:
+        accepted = inspect.signature(get_class(policy._target_)).parameters
+        known = {"pretrained": bool(cfg.model.get("pretrained", False))}
+        callbacks.append(instantiate(policy, **{k: v for k, v in known.items() if k in accepted}))
+    loggers = build_loggers(cfg)  # W&B runs named and grouped by configuration and sweep
+    log.info("torch threads: %d", threads)
     return instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
+        trainer_cfg, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
     )
 
 
@@ -142,19 +206,29 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 
 def _evaluate(
     trainer: L.Trainer, module: ClassificationModule, dm: ImageDataModule, ckpt: str | None
-) -> dict:
-    """Validation and test metrics at ``ckpt`` (or the current weights)."""
-    out: dict = {"val": {}, "test": {}, "confusion": {}}
-    parts = ["val"] + (["test"] if len(dm.splits.test) else [])
-    for part in parts:
-        run = trainer.validate if part == "val" else trainer.test
-        run(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
-        result = module.results.get(part, {"metrics": {}, "confusion": []})
-        out[part] = {k: v for k, v in trainer.callback_metrics.items() if k == f"{part}/loss"}
-        out[part] = {"loss": float(out[part][f"{part}/loss"])} if out[part] else {}
-        out[part].update(result["metrics"])
-        out["confusion"][part] = result["confusion"]
-    return out
+) -> dict[str, dict]:
+    """Validation and test metrics, per-sample probabilities and targets at ``ckpt``."""
+    parts: dict[str, dict] = {}
+    module.collect = {"val", "test"}
+    try:
+        for part in ["val"] + (["test"] if len(dm.splits.test) else []):
+            run = trainer.validate if part == "val" else trainer.test
+            run(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)
+            result = module.results.get(part, {"metrics": {}, "confusion": []})
+            loss = trainer.callback_metrics.get(f"{part}/loss")
+            probs, targets = module.take_collected(part)
+            parts[part] = {
+                "metrics": {
+                    **({"loss": float(loss)} if loss is not None else {}),
+                    **result["metrics"],
+                },
+                "confusion": result["confusion"],
+                "probs": probs.numpy(),
+                "targets": targets.numpy(),
+            }
+    finally:
+        module.collect = set()
+    return parts
 
 
 def _relative(path: str | None, root: Path) -> str | None:
@@ -166,14 +240,10 @@ def _relative(path: str | None, root: Path) -> str | None:
         return str(path)
 
 
-def _defining(overrides: dict[str, object]) -> dict[str, object]:
-    return {k: v for k, v in overrides.items() if k not in ("skip_done", "resume")}
-
-
-def finished_record(run_dir: Path, overrides: dict[str, object]) -> dict | None:
-    """An ok metrics.json for the same overrides, in this run folder or a sibling job's folder."""
-    wanted = _defining(overrides)
-    candidates = [run_dir / "metrics.json", *sorted(run_dir.parent.glob("*/metrics.json"))]
+def finished_record(run_dir: Path, chash: str, fold: int, seed: int) -> dict | None:
+    """An ok metrics.json of the same configuration (config hash), fold and seed, in this run
+    folder or a sibling job's folder."""
+    candidates = [run_dir / METRICS_FILE, *sorted(run_dir.parent.glob(f"*/{METRICS_FILE}"))]
     for path in candidates:
         if not path.is_file():
             continue
@@ -181,104 +251,222 @@ def finished_record(run_dir: Path, overrides: dict[str, object]) -> dict | None:
             record = read_metrics(path)
         except ValueError:
             continue
-        if record.get("status") == "ok" and _defining(record.get("overrides", {})) == wanted:
+        if (
+            record.get("status") == "ok"
+            and record.get("config_hash") == chash
+            and record.get("fold") == fold
+            and record.get("seed") == seed
+        ):
             return record
     return None
+
+
+def _job_number() -> int | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    return int(hydra_cfg.job.num) if str(hydra_cfg.mode) == "RunMode.MULTIRUN" else None
+
+
+def _save_config(cfg: DictConfig, run_dir: Path) -> None:
+    """The run's resolved configuration, beside metrics.json (prediction and the app read it)."""
+    try:
+        text = OmegaConf.to_yaml(cfg, resolve=True)
+    except Exception:  # an interpolation only Hydra's app resolves: keep it unresolved
+        text = OmegaConf.to_yaml(cfg)
+    (run_dir / CONFIG_FILE).write_text(text)
+
+
+def sample_ids(dm: ImageDataModule, indices) -> list[str]:
+    """File paths of the samples at ``indices`` of the data source, or their index."""
+    paths = getattr(dm.source, "paths", None)
+    if paths is not None:
+        return [str(paths[int(i)]) for i in indices]
+    return [str(int(i)) for i in indices]
+
+
+def _record_parts(
+    record: RunRecord, dm: ImageDataModule, parts: dict[str, dict], run_dir: Path
+) -> None:
+    """Metrics and confusion of each part into the record; per-sample predictions to their file."""
+    frames = []
+    for part, out in parts.items():
+        setattr(record, part, out["metrics"])
+        record.confusion[part] = out["confusion"]
+        indices = dm.datasets[part].indices
+        if len(out["probs"]) < len(indices):  # limit_*_batches / fast_dev_run: the first batches
+            log.info("%s predictions cover %d of %d samples", part, len(out["probs"]), len(indices))
+            indices = indices[: len(out["probs"])]
+        # several devices: the distributed sampler padded the list with repeats at its end
+        out["probs"], out["targets"] = out["probs"][: len(indices)], out["targets"][: len(indices)]
+        frames.append(
+            prediction_frame(
+                part,
+                indices,
+                sample_ids(dm, indices),
+                record.fold,
+                out["targets"],
+                out["probs"],
+                dm.task,
+                dm.classes,
+            )
+        )
+    path = write_predictions(frames, run_dir / PREDICTIONS_FILE)
+    record.paths["predictions"] = path.name
+
+
+def fit_classical(model: ClassicalClassifier, dm: ImageDataModule) -> tuple[dict, dict[str, dict]]:
+    """Fit a scikit-learn baseline on the training part (no augmentation) and predict val/test.
+
+    Returns the record's extra fields (timing, estimator description) and the parts' outputs.
+    """
+    model.check_data(dm.output_units, dm.channels)
+    task, classes = dm.task, list(dm.classes)
+    train = dm.datasets["train"]
+    indices = model.select_train(train.indices, train.labels())
+    plain = dm.datasets["val"].transform
+    train = ImageDataset(train.source, indices, train.channels, plain)
+    model.warn_normalization(dm.normalization)
+    with thread_limit(model.n_threads):
+        start = time.perf_counter()
+        net = model.feature_net(dm.channels)
+        x_train, y_train = extract_features(train, dm.batch_size, dm.num_workers, net)
+        model.fit(x_train, y_train, task)
+        fit_s = time.perf_counter() - start
+        parts: dict[str, dict] = {}
+        for part in ["val"] + (["test"] if len(dm.splits.test) else []):
+            x, y = extract_features(dm.datasets[part], dm.batch_size, dm.num_workers, net)
+            probs = model.predict_proba(x, task, len(classes))
+            metrics, confusion = evaluate_probabilities(probs, y, task, classes)
+            parts[part] = {"metrics": metrics, "confusion": confusion, "probs": probs, "targets": y}
+    log.info(
+        "classical %s on %s features (%d x %d) fitted in %.1f s",
+        model.estimator,
+        model.features,
+        *x_train.shape,
+        fit_s,
+    )
+    extra = {
+        "best_epoch": 0,
+        "epochs_run": 1,
+        "timing": {
+            "fit_s": fit_s,
+            "s_per_epoch": fit_s,
+            "train_img_per_s": len(x_train) / max(fit_s, 1e-9),
+        },
+        "classical": model.describe(len(x_train), x_train.shape[1]),
+    }
+    return extra, parts
+
+
+def fit_lightning(
+    cfg: DictConfig, dm: ImageDataModule, model: torch.nn.Module, record: RunRecord, run_dir: Path
+) -> dict[str, dict]:
+    """Train with Lightning, then evaluate val and test at the best checkpoint."""
+    module = build_module(cfg, dm, model)
+    history, timing = History(run_dir / "history.csv"), Timing()
+    extra = [history, timing, EpochSeeds(cfg.seed), CarryCheckpoints()]
+    trainer = build_trainer(cfg, run_dir, extra)
+    record.threads = torch.get_num_threads()
+    resume = checked_checkpoint(cfg.get("resume"), "resume")
+    trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+    best = _best_checkpoint(trainer)
+    record.best_epoch = (
+        int(load_checkpoint(best, "best checkpoint", mmap=True)["epoch"])
+        if best
+        else trainer.current_epoch - 1
+    )
+    record.epochs_run = trainer.current_epoch
+    parts = _evaluate(trainer, module, dm, best)
+    log_summary(trainer, parts, dm.classes)  # best-checkpoint metrics and charts to W&B
+    record.timing = timing.summary()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    record.paths.update(
+        {
+            "checkpoint": _relative(best, run_dir),
+            "last_checkpoint": _relative(str(last), run_dir) if last.exists() else None,
+            "history": "history.csv",
+        }
+    )
+    record.wandb = _wandb_entry(trainer)
+    return parts
 
 
 def train(cfg: DictConfig) -> dict:
     """Run one configuration end to end; always leaves ``metrics.json`` in the run folder.
 
-    With ``skip_done=true`` a configuration + fold that already has an ok metrics.json in this
-    folder or a sibling job's folder (a sweep run again into the same ``hydra.sweep.dir``) is
-    skipped; failed ones run again.
+    ``metrics.json`` says ``running`` (with the process) from the start, then ``ok`` or
+    ``failed``. A finished run already in the folder is moved to ``.previous/`` first. With
+    ``skip_done=true`` a run whose configuration (resolved config hash), fold and seed already
+    have an ok metrics.json in this folder or a sibling job's folder is skipped; failed ones and
+    those of an edited configuration run again.
     """
     run_dir = Path(cfg.paths.output_dir)
     overrides = run_overrides(cfg)
+    chash = config_hash(cfg)
+    fold, seed = int(cfg.fold.get("index", 0) or 0), int(cfg.seed)
     if cfg.get("skip_done"):
-        done = finished_record(run_dir, overrides)
+        done = finished_record(run_dir, chash, fold, seed)
         if done is not None:
             log.info(
                 "skipping %s: finished in %s", done.get("config_key"), done["paths"]["run_dir"]
             )
             return {**done, "skipped": True}
     run_dir.mkdir(parents=True, exist_ok=True)
-    fold = cfg.fold.get("index", 0)
-    record = base_record(overrides, cfg.seed, fold, cfg.fold.get("n_folds", 1))
-    record["paths"] = {"run_dir": str(run_dir.resolve()), "config": ".hydra/config.yaml"}
-    metrics_path = run_dir / "metrics.json"
+    # with several devices every rank runs this function; only the first writes the run's files
+    primary = rank_zero_only.rank == 0
+    if primary:
+        keep_previous(run_dir)
+    record = RunRecord.start(
+        overrides,
+        seed,
+        fold,
+        cfg.fold.get("n_folds", 1),
+        run_dir,
+        config_hash=chash,
+        job=_job_number(),
+        monitor=cfg.monitor,
+        monitor_mode=cfg.monitor_mode,
+    )
+    save = record.write if primary else (lambda _: None)
+    save(run_dir)
     try:
+        if primary:
+            _save_config(cfg, run_dir)
+        check_config(cfg)
         L.seed_everything(cfg.seed, workers=True)
         dm = build_datamodule(cfg, run_dir)
-        record.update(
-            {
-                "task": dm.task,
-                "classes": dm.classes,
-                "sizes": dm.splits.sizes(),
-                "monitor": cfg.monitor,
-                "monitor_mode": cfg.monitor_mode,
-            }
-        )
+        record.task, record.classes = dm.task, list(dm.classes)
+        record.sizes = dm.splits.sizes()
+        record.data = {"name": dm.source.name, "n": len(dm.source)}
+        record.data_check = getattr(dm, "data_check", None)
+        record.paths["splits"] = "splits.json"
+        save(run_dir)
         model = build_model(cfg, dm)
-        if not isinstance(model, torch.nn.Module):  # a scikit-learn baseline: no Lightning loop
-            record.update(model.fit_evaluate(dm))
-            record["paths"]["splits"] = "splits.json"
-            record.update({"status": "ok", "versions": versions(), "git": git_revision()})
-            write_json_atomic(metrics_path, record)
-            return record
-        module = build_module(cfg, dm, model)
-        history, timing = History(run_dir / "history.csv"), Timing()
-        trainer = build_trainer(cfg, run_dir, [history, timing])
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
-        best = _best_checkpoint(trainer)
-        record["best_epoch"] = (
-            int(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
-            if best
-            else trainer.current_epoch - 1
-        )
-        record["epochs_run"] = trainer.current_epoch
-        record.update(_evaluate(trainer, module, dm, best))
-        record["timing"] = timing.summary()
-        last = run_dir / "checkpoints" / "last.ckpt"
-        record["paths"].update(
-            {
-                "checkpoint": _relative(best, run_dir),
-                "last_checkpoint": _relative(str(last), run_dir) if last.exists() else None,
-                "history": "history.csv",
-                "splits": "splits.json",
-            }
-        )
-        record["wandb"] = _wandb_entry(trainer)
-        record.update({"status": "ok", "versions": versions(), "git": git_revision()})
-        write_json_atomic(
-            metrics_path, {k: v for k, v in record.items() if v is not None or k == "error"}
-        )
-        return record
+        if isinstance(model, torch.nn.Module):
+            parts = fit_lightning(cfg, dm, model, record, run_dir)
+        else:  # a scikit-learn baseline: fitted once, no Lightning loop
+            extra, parts = fit_classical(model, dm)
+            for key, value in extra.items():
+                setattr(record, key, value)
+        if primary:
+            _record_parts(record, dm, parts, run_dir)
+        record.finish("ok")
+        save(run_dir)
+        return record.to_dict()
     except BaseException as exc:
-        record.update(
-            {
-                "status": "failed",
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-            }
-        )
-        write_json_atomic(metrics_path, record)
+        record.finish("failed", exc, traceback.format_exc())
+        save(run_dir)
         raise
     finally:
         _finish_wandb()
 
 
 def _wandb_entry(trainer: L.Trainer) -> dict | None:
-    for logger in trainer.loggers:
-        experiment = getattr(logger, "_experiment", None)
-        if type(logger).__name__ == "WandbLogger" and experiment is not None:
-            return {
-                "project": experiment.project,
-                "dir": str(Path(experiment.dir).parent),
-                "id": experiment.id,
-                "mode": "offline" if experiment.settings._offline else "online",
-            }
-    return None
+    """The W&B run's project, folder, id, mode, group, job type and name (for metrics.json)."""
+    return run_entry(trainer)
 
 
 def _finish_wandb() -> None:

@@ -131,7 +131,7 @@ def test_duplicate_oversampling_touches_the_training_fold_only() -> None:
 def test_oversampling_loader_balances_an_epoch() -> None:
     dm = _datamodule(imbalanced_digits(), Balance(oversample=True, seed=0))
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, WeightedRandomSampler)
+    assert isinstance(loader.sampler.sampler, WeightedRandomSampler)  # drawn per epoch
     labels = torch.cat([y for _, y in loader]).numpy()
     assert len(labels) == len(dm.datasets["train"])
     share = np.bincount(labels, minlength=3) / len(labels)

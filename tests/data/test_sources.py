@@ -95,3 +95,57 @@ def test_channel_conversion():
     assert to_channels(gray, 3).shape == (4, 4, 3)
     rgb = np.stack([gray, gray, gray], axis=2)
     assert np.array_equal(to_channels(rgb, 1)[:, :, 0], gray)
+
+
+def test_csv_one_hot_cell_that_is_not_a_number_is_named(tmp_path):
+    Image.new("L", (8, 8), 10).save(tmp_path / "0.png")
+    (tmp_path / "t.csv").write_text("image,a,b\n0.png,1,0\n0.png,yes,0\n")
+    with pytest.raises(ValueError, match=r"row 3, column 'a' holds 'yes'; label_columns"):
+        csv_manifest(str(tmp_path / "t.csv"), label_column=None, label_columns=["a", "b"])
+
+
+def test_image_folder_part_names_aliases_and_declared_order(tmp_path):
+    for part, cls in (("Training", "no_tumor"), ("Training", "glioma"), ("Testing", "notumor")):
+        (tmp_path / part / cls).mkdir(parents=True)
+        Image.new("L", (8, 8), 3).save(tmp_path / part / cls / "x.png")
+    (tmp_path / "Training" / "stray").mkdir()
+    Image.new("L", (8, 8), 5).save(tmp_path / "Training" / "stray" / "y.png")
+    source = image_folder(
+        str(tmp_path),
+        classes=["notumor", "glioma"],
+        parts={"Training": "train", "Testing": "test"},
+        aliases={"no_tumor": "notumor"},
+    )
+    assert source.classes == ["notumor", "glioma"] and source.declared
+    by_name = {
+        p.split("/")[-3] + "/" + p.split("/")[-2]: int(y)
+        for p, y in zip(source.paths, source.labels)
+    }
+    assert by_name == {"Testing/notumor": 0, "Training/glioma": 1, "Training/no_tumor": 0}
+    assert source.predefined.tolist() == ["train", "train", "test"]
+    assert source.rejected == [
+        {
+            "item": str(tmp_path / "Training" / "stray" / "y.png"),
+            "reason": "unknown label",
+            "detail": "class folder 'stray' is not in data.classes ['notumor', 'glioma']",
+        }
+    ]
+    with pytest.raises(FileNotFoundError, match=r"none of the part folders \['Train'\]"):
+        image_folder(str(tmp_path), parts={"Train": "train"})
+
+
+def test_subset_relabels_dropped_classes():
+    source = digits()
+    keep = np.flatnonzero(np.isin(source.labels, [2, 7]))
+    two = source.subset(keep, ["2", "7"])
+    assert two.task == "binary" and sorted(np.unique(two.labels).tolist()) == [0, 1]
+    assert np.array_equal(two.labels, (source.labels[keep] == 7).astype(np.int64))
+
+
+def test_check_cache_falls_back_to_user_cache(tmp_path, monkeypatch):
+    from medsweep.data.filecache import cache_file
+
+    monkeypatch.setenv("MEDSWEEP_CACHE", str(tmp_path / "cache"))
+    assert cache_file(tmp_path) == tmp_path / ".medsweep-cache.sqlite"
+    elsewhere = cache_file(tmp_path / "not-a-folder")
+    assert elsewhere.parent == tmp_path / "cache" and elsewhere.name.startswith("not-a-folder-")

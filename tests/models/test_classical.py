@@ -10,8 +10,8 @@ from helpers import FAST, compose, run
 from sklearn import metrics as skm
 
 from medsweep.metrics import build_metrics
-from medsweep.models.classical import ESTIMATORS, ClassicalClassifier
-from medsweep.pipeline import build_datamodule, build_model
+from medsweep.models.classical import ESTIMATORS, ClassicalClassifier, extract_features
+from medsweep.pipeline import build_datamodule, build_model, fit_classical
 
 # 16 px digits; one thread so that runs sharing a small machine do not fight over OpenMP
 BASE = ["data.image_size=16", "model=classical", "model.n_threads=1"]
@@ -22,7 +22,11 @@ def fit_parts(overrides: list[str], tmp_path):
     cfg = compose([*BASE, *overrides], tmp_path / "parts")
     dm = build_datamodule(cfg)
     model = build_model(cfg, dm)
-    return dm, model, model.fit_evaluate(dm)
+    extra, parts = fit_classical(model, dm)
+    result = {**extra, **{part: out["metrics"] for part, out in parts.items()}}
+    result["confusion"] = {part: out["confusion"] for part, out in parts.items()}
+    model.outputs_ = {p: {"probs": o["probs"], "targets": o["targets"]} for p, o in parts.items()}
+    return dm, model, result
 
 
 def metric_names(task: str, classes: list[str]) -> set[str]:
@@ -225,7 +229,7 @@ def test_unknown_features_and_params_are_refused_at_setup(tmp_path):
 def test_accuracy_from_probabilities_matches_predict(tmp_path):
     """The probabilities' argmax is the estimator's own prediction (no column mix-up)."""
     dm, model, _ = fit_parts(["model.estimator=logreg"], tmp_path)
-    x, _ = model.extract(dm.datasets["val"], dm)
+    x, _ = extract_features(dm.datasets["val"], dm.batch_size)
     np.testing.assert_array_equal(
         model.outputs_["val"]["probs"].argmax(1), model.fitted_.predict(x)
     )

@@ -7,6 +7,7 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -51,7 +52,7 @@ def loader(n: int = 8, batch: int = 4) -> DataLoader:
 
 
 def module(
-    model: nn.Module, lr: float = 1e-2, scale: float = 1.0, scheduler=None
+    model: nn.Module, lr: float = 1e-2, scale: float = 1.0, scheduler=None, monitor=None
 ) -> ClassificationModule:
     return ClassificationModule(
         model,
@@ -60,6 +61,7 @@ def module(
         "multiclass",
         ["a", "b", "c"],
         scheduler=scheduler,
+        scheduler_monitor=monitor,
         backbone_lr_scale=scale,
     )
 
@@ -70,7 +72,9 @@ def fit(
     epochs: int = 1,
     batches: int = 2,
     validate: bool = False,
+    ckpt_path: str | None = None,
 ) -> L.Trainer:
+    checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=epochs,
@@ -78,13 +82,16 @@ def fit(
         limit_val_batches=1 if validate else 0,
         num_sanity_val_steps=0,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=checkpoints,
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=callbacks,
     )
     trainer.fit(
-        pl_module, train_dataloaders=loader(), val_dataloaders=loader() if validate else None
+        pl_module,
+        train_dataloaders=loader(),
+        val_dataloaders=loader() if validate else None,
+        ckpt_path=ckpt_path,
     )
     return trainer
 
@@ -254,6 +261,8 @@ def test_backbone_lr_scale_sets_group_learning_rates():
         (TwoPhaseUnfreezing, {"lr_factor": 0.0}),
         (TwoPhaseUnfreezing, {"head_epochs": -1}),
         (ProgressiveUnfreezing, {"every_epochs": 0}),
+        (TwoPhaseUnfreezing, {"freeze_bn": "yes"}),
+        (ProgressiveUnfreezing, {"freeze_bn": None}),
     ],
 )
 def test_invalid_policy_fields_fail_early(policy, kwargs):
@@ -265,3 +274,193 @@ def test_policy_needs_a_backbone_and_head():
     plain = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 3))
     with pytest.raises(ValueError, match="finetune=full"):
         fit(module(plain), [FrozenBackbone()], batches=1)
+
+
+def batchnorm_statistics(backbone: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        k: v.clone()
+        for k, v in backbone.state_dict().items()
+        if k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    }
+
+
+def bn_weights(backbone: nn.Module) -> dict[str, torch.Tensor]:
+    norms = [(n, m) for n, m in backbone.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    return {n: m.weight.detach().clone() for n, m in norms}
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_two_phase_freeze_bn_keeps_backbone_statistics(freeze_bn):
+    torch.manual_seed(0)
+    model = classifier(TINY)
+    before, weights = batchnorm_statistics(model.backbone), bn_weights(model.backbone)
+    record = EpochRecord()
+    policy = TwoPhaseUnfreezing(head_epochs=1, lr_factor=1.0, freeze_bn=freeze_bn)
+    fit(module(model), [policy, record, CallsTrain()], epochs=3, batches=2, validate=True)
+    after = batchnorm_statistics(model.backbone)
+    assert before and before.keys() == after.keys()
+    same = [k for k in before if torch.equal(before[k], after[k])]
+    # every stage trains in phase 2 (BatchNorm weights and biases included) ...
+    assert record.changed == [[False] * 5, [True] * 5, [True] * 5]
+    assert all(not torch.equal(weights[k], v) for k, v in bn_weights(model.backbone).items())
+    # ... while the running statistics stay bit-identical only with freeze_bn
+    assert same == (list(before) if freeze_bn else [])
+
+
+def test_freeze_bn_auto_follows_pretrained():
+    assert TwoPhaseUnfreezing(pretrained=True).freeze_bn is True
+    assert TwoPhaseUnfreezing(pretrained=False).freeze_bn is False
+    assert TwoPhaseUnfreezing().freeze_bn is False  # no pretrained weights known
+    assert TwoPhaseUnfreezing(freeze_bn=False, pretrained=True).freeze_bn is False
+    assert ProgressiveUnfreezing(freeze_bn="auto", pretrained=True).freeze_bn is True
+    assert ProgressiveUnfreezing(freeze_bn=True, pretrained=False).freeze_bn is True
+
+
+def test_progressive_freeze_bn_keeps_statistics_of_unfrozen_stages():
+    torch.manual_seed(0)
+    model = classifier("small_cnn")
+    before = batchnorm_statistics(model.backbone)
+    record = EpochRecord()
+    fit(module(model), [ProgressiveUnfreezing(1, freeze_bn=True), record], epochs=3, batches=1)
+    assert record.changed == [[False] * 3, [False, False, True], [False, True, True]]
+    after = batchnorm_statistics(model.backbone)
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "freeze_bn"),
+    [
+        (["model=efficientnet_lite0"], True),  # pretrained: true
+        (["model=resnet18"], False),  # pretrained: false
+        (["model=small_cnn"], False),  # no pretrained field
+        (["model=efficientnet_lite0", "finetune.policy.freeze_bn=false"], False),
+        (["model=resnet18", "finetune.policy.freeze_bn=true"], True),
+    ],
+)
+def test_build_trainer_resolves_freeze_bn_from_the_model_config(overrides, freeze_bn, tmp_path):
+    from helpers import compose
+
+    from medsweep.pipeline import build_trainer
+
+    cfg = compose(["finetune=two_phase", *overrides], tmp_path)
+    trainer = build_trainer(cfg, tmp_path, [])
+    (policy,) = [c for c in trainer.callbacks if isinstance(c, TwoPhaseUnfreezing)]
+    assert policy.freeze_bn is freeze_bn
+
+
+class Declining(L.Callback):
+    """Logs ``val/score`` = 1 - epoch / 100: nothing improves after epoch 0."""
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("val/score", 1.0 - trainer.current_epoch / 100)
+
+
+class Counters(L.Callback):
+    """Early stopping's and the plateau scheduler's counters, per epoch: ``pre`` at the epoch's
+    start (placed before the policy: before any restart), ``post`` at its first batch."""
+
+    def __init__(self) -> None:
+        self.pre: dict[int, dict[str, float]] = {}
+        self.post: dict[int, dict[str, float]] = {}
+
+    @staticmethod
+    def _read(trainer) -> dict[str, float]:
+        out = {}
+        for es in trainer.early_stopping_callbacks:
+            out.update(wait=es.wait_count, best=float(es.best_score))
+        for config in trainer.lr_scheduler_configs:
+            out.update(bad=config.scheduler.num_bad_epochs, plateau_best=config.scheduler.best)
+        return out
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.pre[trainer.current_epoch] = self._read(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.post[trainer.current_epoch] = self._read(trainer)
+
+
+def stopping_run(policy, tmp_path, epochs=10, ckpt_path=None):
+    counters = Counters()
+    es = EarlyStopping("val/score", mode="max", patience=3)
+    best = ModelCheckpoint(tmp_path, "best", monitor="val/score", mode="max", save_last=True)
+    model = module(classifier("small_cnn"))
+    trainer = fit(
+        model,
+        [counters, policy, Declining(), es, best],
+        epochs=epochs,
+        batches=1,
+        validate=True,
+        ckpt_path=ckpt_path,
+    )
+    return trainer, counters, best
+
+
+def test_two_phase_restarts_early_stopping_at_the_switch(tmp_path):
+    torch.manual_seed(0)
+    policy = TwoPhaseUnfreezing(head_epochs=2, lr_factor=1.0)
+    trainer, counters, best = stopping_run(policy, tmp_path / "two_phase")
+    # head-only: the best is epoch 0, then one bad epoch; after the switch: none, and no best
+    assert counters.pre[2] == {"wait": 1, "best": 1.0}
+    assert counters.post[2] == {"wait": 0, "best": float("-inf")}
+    # patience 3 counted from the switch: best at epoch 2, stop after 3 more (epochs 3, 4, 5)
+    assert trainer.current_epoch == 6 and trainer.current_epoch >= 2 + 3
+    # the checkpoint's best is still the best of the whole run (epoch 0)
+    assert best.best_model_score.item() == pytest.approx(1.0)
+    ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 0
+
+    # without a restart the same metric stops the run 2 epochs earlier (patience from epoch 0)
+    torch.manual_seed(0)
+    control, _, _ = stopping_run(FrozenBackbone(), tmp_path / "control")
+    assert control.current_epoch == 4
+
+
+def test_two_phase_restart_survives_a_resume(tmp_path):
+    torch.manual_seed(0)
+    # stopped at the last head-only epoch: the restart has not happened yet
+    _, _, first = stopping_run(TwoPhaseUnfreezing(head_epochs=2, lr_factor=0.5), tmp_path, 2)
+    last = tmp_path / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    (state,) = [v for k, v in saved["callbacks"].items() if "TwoPhaseUnfreezing" in k]
+    assert state == {"lr_scaled": False, "patience_restarted": False}
+    resumed, counters, _ = stopping_run(
+        TwoPhaseUnfreezing(head_epochs=2, lr_factor=0.5), tmp_path, ckpt_path=str(last)
+    )
+    assert counters.pre[2]["wait"] == 1 and counters.post[2]["wait"] == 0
+    assert resumed.current_epoch == 6
+    assert resumed.optimizers[0].param_groups[0]["lr"] == pytest.approx(5e-3)  # scaled once
+
+    # resumed after the switch: the counters come from the checkpoint, not restarted again
+    second = tmp_path / "after"
+    stopping_run(TwoPhaseUnfreezing(head_epochs=2, lr_factor=0.5), second, 4)
+    resumed, counters, _ = stopping_run(
+        TwoPhaseUnfreezing(head_epochs=2, lr_factor=0.5),
+        second,
+        ckpt_path=str(second / "last.ckpt"),
+    )
+    assert counters.post[4]["wait"] == 1 and counters.post[4]["best"] == pytest.approx(0.98)
+    assert resumed.current_epoch == 6
+    assert resumed.optimizers[0].param_groups[0]["lr"] == pytest.approx(5e-3)
+
+
+def test_two_phase_restarts_the_plateau_scheduler(tmp_path):
+    plateau = partial(
+        torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max", factor=0.5, patience=1
+    )
+
+    def lrs(policy) -> tuple[list[float], Counters]:
+        torch.manual_seed(0)
+        record, counters = EpochRecord(), Counters()
+        model = module(classifier("small_cnn"), scheduler=plateau, monitor="val/score")
+        fit(model, [counters, policy, Declining(), record], epochs=6, batches=1, validate=True)
+        return [lr for (lr,) in record.lrs], counters
+
+    restarted, counters = lrs(TwoPhaseUnfreezing(head_epochs=2, lr_factor=1.0))
+    assert counters.pre[2] == {"bad": 1, "plateau_best": 1.0}
+    assert counters.post[2] == {"bad": 0, "plateau_best": float("-inf")}
+    # best at epoch 2, bad epochs 3 and 4 (> patience 1): halved from epoch 5
+    assert restarted == pytest.approx([1e-2] * 5 + [5e-3])
+    # counting from epoch 0 instead: halved from epoch 3, again from epoch 5
+    plain, _ = lrs(FrozenBackbone())
+    assert plain == pytest.approx([1e-2] * 3 + [5e-3] * 2 + [2.5e-3])

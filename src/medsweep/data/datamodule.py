@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from medsweep.data.folds import Holdout, Splits, check_disjoint, save_splits
+from medsweep.data.sampling import EpochSampler
 from medsweep.data.sources import ImageSource
 from medsweep.data.transforms import ImageTransform, normalization_stats, to_channels
 
@@ -44,10 +46,35 @@ class ImageDataset(Dataset):
         return self.transform(image), target
 
 
+class SeededSamples(Dataset):
+    """``dataset`` indexed by ``(index, seed)`` items: the transform is reseeded for each draw.
+
+    A sample's augmentation is then a function of its seed alone, whichever process draws it.
+    """
+
+    def __init__(self, dataset: ImageDataset):
+        self.dataset = dataset
+        self.transform = dataset.transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def labels(self) -> np.ndarray:
+        """Labels of the underlying part, in order."""
+        return self.dataset.labels()
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = item
+        self.transform.reseed(seed)
+        return self.dataset[index]
+
+
 def _seed_worker(worker_id: int) -> None:
-    """Give each loader worker its own deterministic augmentation stream."""
-    info = torch.utils.data.get_worker_info()
+    """Seed a loader worker's python, numpy and transform streams from its torch seed."""
     seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
     info.dataset.transform.reseed(seed)
 
 
@@ -105,9 +132,18 @@ class ImageDataModule(L.LightningDataModule):
         return self.source.output_units
 
     def setup(self, stage: str | None = None) -> None:
-        """Split, check for leaks, save the split, and build the datasets (once)."""
+        """Check the data, split, check for leaks, save the split, and build the datasets (once).
+
+        The pre-flight check (``medsweep.data.preflight``) replaces ``source`` by its usable
+        samples, with duplicate images joined into groups; its summary is ``data_check``.
+        """
         if self.splits is not None:
             return
+        from medsweep.data.preflight import check_source
+
+        self.source, self.data_check = check_source(
+            self.source, self.splitter, workers=self.num_workers
+        )
         splits = self.splitter.split(self.source)
         check_disjoint(splits, self.source.groups, self.source.name)
         if not len(splits.train) or not len(splits.val):
@@ -154,28 +190,39 @@ class ImageDataModule(L.LightningDataModule):
             ]
         )
 
-    def _loader(self, part: str, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
+    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
+        from medsweep.data.cache import tensor_cache
+
+        # without random augmentation a sample is the same tensor every epoch: computed once
+        dataset = tensor_cache(dataset)
         return DataLoader(
-            self.datasets[part],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             worker_init_fn=_seed_worker if self.num_workers else None,
             persistent_workers=self.num_workers > 0,
-            generator=generator,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def _next_epoch(self) -> int:
+        """The epoch the trainer trains next: 0, or the one after a resumed checkpoint's."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
+
     def train_dataloader(self) -> DataLoader:
-        sampler = None
-        if self.train_sampler is not None:
-            sampler = self.train_sampler(self.datasets["train"].labels())
-        return self._loader("train", shuffle=True, sampler=sampler)
+        """Shuffled (or class-balanced) batches whose order and augmentation follow (seed, epoch)."""
+        train = self.datasets["train"]
+        sampler = self.train_sampler(train.labels()) if self.train_sampler is not None else None
+        if sampler is None:
+            sampler = RandomSampler(train, generator=torch.Generator())
+        # the first epoch's batches may be drawn before Lightning's set_epoch (a resume, workers)
+        epoch_sampler = EpochSampler(sampler, self.seed, epoch=self._next_epoch())
+        return self._loader(SeededSamples(train), epoch_sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader(self.datasets["val"])
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader(self.datasets["test"])

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from timm.data.mixup import Mixup, mixup_target
 
+from medsweep.seeding import derived_seed
+
 TASKS = ("binary", "multiclass", "multilabel")
 MODES = ("batch", "pair", "elem")
 
@@ -27,7 +29,8 @@ class MixUpCutMix:
     dense targets, smoothed toward 0.5). timm pairs sample ``i`` with ``B - 1 - i`` and needs an
     even batch: an odd batch mixes its first ``B - 1`` samples and keeps the last one unmixed
     (its target still smoothed). Lambdas come from a private numpy stream seeded by ``seed``,
-    so a run's mixing does not depend on other users of numpy's global generator.
+    so a run's mixing does not depend on other users of numpy's global generator;
+    ``set_epoch`` restarts it from (seed, epoch), so a resumed run mixes as an uninterrupted one.
     Use ``label_smoothing`` here or ``loss.label_smoothing``, not both: they would compound.
     """
 
@@ -83,7 +86,15 @@ class MixUpCutMix:
             num_classes=self.units,
             **self._dense_option,
         )
+        self.seed = seed
         self._state = None if seed is None else np.random.RandomState(seed).get_state()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Restart the private stream at the one of ``epoch``: (seed, epoch) fixes an epoch's mixing."""
+        if self.seed is not None:
+            self._state = np.random.RandomState(
+                derived_seed(self.seed, epoch, "mixing")
+            ).get_state()
 
     @contextmanager
     def _numpy_stream(self) -> Iterator[None]:

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
+from medsweep.seeding import derived_seed, derived_seeds
+
 CLASS_WEIGHTS = ("inverse", "effective")
 
 
@@ -125,7 +127,10 @@ class Balance:
         return kwargs
 
     def sampler(self, labels: np.ndarray) -> Sampler | None:
-        """A WeightedRandomSampler that draws classes evenly, when ``oversample`` is set."""
+        """A WeightedRandomSampler that draws classes evenly, when ``oversample`` is set.
+
+        Its generator is seeded here; the training loader's EpochSampler reseeds it every epoch.
+        """
         if not self.oversample:
             return None
         generator = torch.Generator().manual_seed(self.seed)
@@ -139,3 +144,39 @@ class Balance:
     def train_indices(self, indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Training indices, with minority samples replicated when ``duplicate`` is set."""
         return duplicate_minority(indices, labels, self.seed) if self.duplicate else indices
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Draws ``sampler``'s order for epoch ``e`` from a generator seeded by (seed, e) and pairs
+    each drawn index with its own augmentation seed: yields ``(index, sample_seed)``.
+
+    An epoch's order and augmentation then depend only on (seed, epoch): not on the epochs
+    before it, on a resume, or on the number of loader workers. ``sampler`` must draw from its
+    ``generator`` attribute (RandomSampler, WeightedRandomSampler do). Each pass draws epoch
+    ``epoch`` and moves on to the next; ``set_epoch`` (Lightning calls it before every
+    training epoch) sets it.
+    """
+
+    def __init__(self, sampler: Sampler[int], seed: int, epoch: int = 0):
+        if not isinstance(getattr(sampler, "generator", None), torch.Generator):
+            raise TypeError(
+                f"{type(sampler).__name__} has no torch.Generator in `generator`; a training "
+                "sampler must draw from its own generator so each epoch can be seeded"
+            )
+        self.sampler = sampler
+        self.seed = seed
+        self.epoch = epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next pass draws."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        self.sampler.generator.manual_seed(derived_seed(self.seed, epoch, "order"))
+        sample_seeds = derived_seeds(self.seed, epoch, "samples", len(self.sampler)).tolist()
+        for index, sample_seed in zip(self.sampler, sample_seeds, strict=True):
+            yield int(index), sample_seed

@@ -6,22 +6,34 @@ import gzip
 import hashlib
 import logging
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from medsweep.data.images import IMAGE_EXTENSIONS
+
 log = logging.getLogger(__name__)
 
 TASKS = ("binary", "multiclass", "multilabel")
 PARTS = ("train", "val", "test")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+POLICIES = ("error", "skip")
+# folder names read as predefined parts when a source has them (others are named per adapter)
+PART_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 @dataclass
 class ImageSource:
-    """A labelled image set held in memory (``images``) or on disk (``paths``)."""
+    """A labelled image set held in memory (``images``) or on disk (``paths``).
+
+    ``rejected`` lists entries the reader could not turn into samples (a missing or unknown
+    label, a repeated row), as ``{"item", "reason", "detail"}``; the pre-flight check reports
+    them, and ``on_bad`` (error | skip) says whether they stop the run. ``decode`` holds the
+    keyword arguments of :func:`medsweep.data.images.read_image` (intensity windows); ``root``
+    is the dataset folder (where check results are cached); ``ids`` names in-memory samples;
+    ``declared`` says the class list was given (``data.classes``) rather than found.
+    """
 
     labels: np.ndarray
     classes: list[str]
@@ -31,6 +43,12 @@ class ImageSource:
     groups: np.ndarray | None = None
     predefined: np.ndarray | None = None
     task: str = field(default="")
+    ids: list[str] | None = None
+    rejected: list[dict] = field(default_factory=list)
+    on_bad: str = "error"
+    decode: dict = field(default_factory=dict)
+    root: str | None = None
+    declared: bool = False
 
     def __post_init__(self) -> None:
         if (self.images is None) == (self.paths is None):
@@ -38,7 +56,7 @@ class ImageSource:
         n = len(self.images) if self.images is not None else len(self.paths)
         if len(self.labels) != n:
             raise ValueError(f"{self.name}: {n} images but {len(self.labels)} labels")
-        for attr in ("groups", "predefined"):
+        for attr in ("groups", "predefined", "ids"):
             value = getattr(self, attr)
             if value is not None and len(value) != n:
                 raise ValueError(f"{self.name}: {attr} has {len(value)} entries for {n} images")
@@ -46,7 +64,11 @@ class ImageSource:
             bad = sorted(set(np.unique(self.predefined)) - set(PARTS))
             if bad:
                 raise ValueError(f"{self.name}: unknown split names {bad}; valid: {list(PARTS)}")
-        self.task = self.task or infer_task(self.labels)
+        if self.on_bad not in POLICIES:
+            raise ValueError(
+                f"data.on_bad={self.on_bad!r} is not valid; choose one of {list(POLICIES)}"
+            )
+        self.task = self.task or infer_task(self.labels, len(self.classes))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -60,10 +82,44 @@ class ImageSource:
         """Return image ``index`` as a uint8 array (H, W) or (H, W, C)."""
         if self.images is not None:
             return self.images[index]
-        from PIL import Image
+        from medsweep.data.images import read_image
 
-        with Image.open(self.paths[index]) as img:
-            return np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img)
+        return read_image(self.paths[index], **self.decode)
+
+    def sample_name(self, index: int) -> str:
+        """The file path of sample ``index``, or its id (``file: part[k]``) for in-memory sets."""
+        if self.paths is not None:
+            return self.paths[index]
+        if self.ids is not None:
+            return self.ids[index]
+        return f"{self.name}[{index}]"
+
+    def subset(self, keep: np.ndarray, classes: list[str] | None = None) -> ImageSource:
+        """The samples at ``keep``; with ``classes`` (a subset of the current ones), relabelled."""
+        keep = np.asarray(keep, dtype=np.int64)
+        labels = self.labels[keep]
+        task = self.task
+        if classes is not None and list(classes) != list(self.classes):
+            position = [self.classes.index(c) for c in classes]
+            if labels.ndim == 2:
+                labels = labels[:, position]
+            else:
+                mapping = np.full(len(self.classes), -1, dtype=np.int64)
+                mapping[position] = np.arange(len(position))
+                labels = mapping[labels]
+            if task != "multilabel":
+                task = "binary" if len(classes) == 2 else "multiclass"
+        return replace(
+            self,
+            labels=labels,
+            classes=list(classes if classes is not None else self.classes),
+            images=None if self.images is None else self.images[keep],
+            paths=None if self.paths is None else [self.paths[i] for i in keep],
+            groups=None if self.groups is None else self.groups[keep],
+            predefined=None if self.predefined is None else self.predefined[keep],
+            ids=None if self.ids is None else [self.ids[i] for i in keep],
+            task=task,
+        )
 
     def stratify_labels(self) -> np.ndarray:
         """Labels as used for stratification: class indices, or the multi-hot matrix."""
@@ -89,11 +145,28 @@ class ImageSource:
         return self
 
 
-def infer_task(labels: np.ndarray) -> str:
-    """Binary for two classes, multiclass for more, multilabel for a multi-hot matrix."""
+def infer_task(labels: np.ndarray, n_classes: int | None = None) -> str:
+    """Binary for two classes, multiclass for more, multilabel for a multi-hot matrix.
+
+    ``n_classes`` (the declared class list's length) decides over the labels present.
+    """
     if labels.ndim == 2:
         return "multilabel"
-    return "binary" if len(np.unique(labels)) <= 2 else "multiclass"
+    present = n_classes if n_classes else len(np.unique(labels))
+    return "binary" if present <= 2 else "multiclass"
+
+
+def rejection(item: str, reason: str, detail: str = "") -> dict:
+    """One entry of ``ImageSource.rejected``."""
+    return {"item": item, "reason": reason, "detail": detail}
+
+
+def close_names(value: str, names: list[str]) -> str:
+    """A hint naming the valid names closest to ``value`` (for label typos), or ''."""
+    import difflib
+
+    near = difflib.get_close_matches(value, names, n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
 
 
 def _to_uint8(images: np.ndarray, vmax: float) -> np.ndarray:
@@ -176,10 +249,13 @@ def npz(
     size: int | None = None,
     download: bool = False,
     classes: list[str] | None = None,
+    on_bad: str = "error",
 ) -> ImageSource:
     """A MedMNIST-format ``.npz`` file: a local ``path``, or a MedMNIST ``flag`` under ``root``.
 
-    With ``download=True`` a missing flag file is fetched by the ``medmnist`` package.
+    With ``download=True`` a missing flag file is fetched by the ``medmnist`` package. With
+    ``classes`` declared, label ``k`` names ``classes[k]`` and any other label is rejected;
+    without, the classes are ``0 .. max label``.
     """
     if path is None:
         if flag is None:
@@ -209,24 +285,43 @@ def npz(
         parts = [p for p in PARTS if f"{p}_images" in keys and f"{p}_labels" in keys]
         images = np.concatenate([archive[f"{p}_images"] for p in parts])
         labels = np.concatenate([archive[f"{p}_labels"] for p in parts])
-        predefined = np.concatenate([np.full(len(archive[f"{p}_labels"]), p) for p in parts])
+        sizes = [len(archive[f"{p}_labels"]) for p in parts]
+    predefined = np.concatenate([np.full(n, p) for p, n in zip(parts, sizes)])
+    ids = [f"{file.name}: {p}[{k}]" for p, n in zip(parts, sizes) for k in range(n)]
     if images.dtype != np.uint8:
         raise ValueError(f"{file}: images must be uint8, got {images.dtype}")
     if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0].astype(np.int64)
-        n_classes = int(labels.max()) + 1
-    elif labels.ndim == 2:
+        labels = labels[:, 0]
+    rejected: list[dict] = []
+    if labels.ndim == 2:
         labels = labels.astype(np.float32)
         n_classes = labels.shape[1]
+        if classes and len(classes) != n_classes:
+            raise ValueError(
+                f"data.classes has {len(classes)} names; {file} has {n_classes} label columns"
+            )
+        keep = np.ones(len(labels), dtype=bool)
     else:
         labels = labels.astype(np.int64)
-        n_classes = int(labels.max()) + 1
+        n_classes = len(classes) if classes else int(labels.max(initial=0)) + 1
+        keep = (labels >= 0) & (labels < n_classes)
+        for i in np.flatnonzero(~keep):
+            valid = f"0..{n_classes - 1}" + (f" (data.classes={list(classes)})" if classes else "")
+            rejected.append(
+                rejection(ids[i], "unknown label", f"label {labels[i]}; valid: {valid}")
+            )
     names = list(classes) if classes else [str(c) for c in range(n_classes)]
-    if len(names) != n_classes:
-        raise ValueError(
-            f"data.source.classes has {len(names)} names; {file} has {n_classes} classes"
-        )
-    return ImageSource(labels, names, file.stem, images=images, predefined=predefined)
+    return ImageSource(
+        labels[keep],
+        names,
+        file.stem,
+        images=images[keep],
+        predefined=predefined[keep],
+        ids=[ids[i] for i in np.flatnonzero(keep)],
+        rejected=rejected,
+        on_bad=on_bad,
+        declared=bool(classes),
+    )
 
 
 def _download_medmnist(flag: str, root: Path, size: int | None) -> None:
@@ -244,35 +339,149 @@ def _download_medmnist(flag: str, root: Path, size: int | None) -> None:
     dataset_class(split="train", download=True, root=str(root), size=size or 28)
 
 
-def image_folder(root: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> ImageSource:
-    """A folder per class (``root/<class>/*.png``), or ``root/{train,val,test}/<class>/*``."""
+def _class_folders(top: Path) -> list[Path]:
+    return sorted(d for d in top.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def image_folder(
+    root: str,
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    classes: list[str] | None = None,
+    parts: dict[str, str] | None = None,
+    aliases: dict[str, str] | None = None,
+    window: list[float] | None = None,
+    dicom_windows: list[list[float]] | None = None,
+    on_bad: str = "error",
+    name: str | None = None,
+) -> ImageSource:
+    """A folder per class (``root/<class>/*.png``), or ``root/<part>/<class>/*``.
+
+    ``parts`` maps part folder names to train / val / test (default: train, val or valid or
+    validation, test); ``aliases`` maps folder names to class names; with ``classes`` declared,
+    the class order is fixed, and images in any other folder are rejected as unknown labels.
+    """
     base = Path(root).expanduser()
     if not base.is_dir():
         raise FileNotFoundError(f"data.source.root: folder {base} does not exist")
-    split_dirs = [base / p for p in PARTS if (base / p).is_dir()]
-    tops = split_dirs or [base]
-    classes = sorted({d.name for top in tops for d in top.iterdir() if d.is_dir()})
-    if not classes:
+    extensions = tuple(e.lower() for e in extensions)
+    folders = dict(parts or PART_FOLDERS)
+    split_dirs = [(base / f, folders[f]) for f in folders if (base / f).is_dir()]
+    if parts and not split_dirs:
+        raise FileNotFoundError(
+            f"{base}: none of the part folders {list(parts)} exists (expected {base}/<part>/<class>/)"
+        )
+    tops = split_dirs or [(base, None)]
+    aliases = dict(aliases or {})
+    found = sorted({aliases.get(d.name, d.name) for top, _ in tops for d in _class_folders(top)})
+    if not found and not classes:
         raise ValueError(f"{base}: no class folders found (expected {base}/<class>/<image>)")
-    paths, labels, predefined = [], [], []
-    for top in tops:
-        for ci, cls in enumerate(classes):
-            folder = top / cls
-            if not folder.is_dir():
+    names = list(classes) if classes else found
+    paths, labels, predefined, rejected = [], [], [], []
+    for top, part in tops:
+        for folder in _class_folders(top):
+            cls = aliases.get(folder.name, folder.name)
+            files = sorted(
+                f
+                for f in folder.rglob("*")
+                if f.is_file() and f.suffix.lower() in extensions and not f.name.startswith(".")
+            )
+            if cls not in names:
+                hint = f"class folder {folder.name!r} is not in data.classes {names}"
+                rejected += [rejection(str(f), "unknown label", hint) for f in files]
                 continue
-            files = sorted(f for f in folder.iterdir() if f.suffix.lower() in extensions)
             paths += [str(f) for f in files]
-            labels += [ci] * len(files)
-            predefined += [top.name] * len(files)
-    if not paths:
-        raise ValueError(f"{base}: no images with extensions {list(extensions)}")
+            labels += [names.index(cls)] * len(files)
+            predefined += [part] * len(files)
     return ImageSource(
         np.asarray(labels, dtype=np.int64),
-        classes,
-        base.name,
+        names,
+        name or base.name,
         paths=paths,
         predefined=np.asarray(predefined) if split_dirs else None,
+        rejected=rejected,
+        on_bad=on_bad,
+        declared=bool(classes),
+        decode=_decode_options(window, dicom_windows),
+        root=str(base),
     )
+
+
+def _decode_options(window, dicom_windows) -> dict:
+    options = {}
+    if window is not None:
+        if len(window) != 2 or float(window[0]) >= float(window[1]):
+            raise ValueError(
+                f"data.source.window={list(window)} must be [low, high] with low < high"
+            )
+        options["window"] = [float(v) for v in window]
+    if dicom_windows is not None:
+        for w in dicom_windows:
+            if len(w) != 2 or float(w[1]) <= 0:
+                raise ValueError(
+                    f"data.source.dicom_windows entry {list(w)} must be [centre, width] with width > 0"
+                )
+        options["dicom_windows"] = [[float(c), float(w)] for c, w in dicom_windows]
+    return options
+
+
+def _row_labels(
+    table, file: Path, label_column, label_columns, classes, one_hot, rows: list[int]
+) -> tuple[np.ndarray, list[str], dict[int, tuple[str, str]]]:
+    """Labels of each row, the class names, and rows to reject (row -> (reason, detail))."""
+    import pandas as pd
+
+    bad: dict[int, tuple[str, str]] = {}
+    if label_columns:
+        columns = [str(c) for c in label_columns]
+        raw = table[columns]
+        hot = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+        wrong = (~np.isin(hot, (0.0, 1.0)) & ~np.isnan(hot)) | (
+            np.isnan(hot) & raw.notna().to_numpy()
+        )
+        if wrong.any():
+            r, c = np.argwhere(wrong)[0]
+            raise ValueError(
+                f"{file}: row {rows[r]}, column {columns[c]!r} holds {raw.iat[r, c]!r}; "
+                f"label_columns {columns} must hold only 0 and 1"
+            )
+        for r in np.flatnonzero(np.isnan(hot).any(1)):
+            bad[int(r)] = ("no label", f"row {rows[r]} has an empty label column")
+        hot = np.nan_to_num(hot)
+        names = list(classes) if classes else columns
+        unknown = [c for c in names if c not in columns]
+        if unknown:
+            raise ValueError(
+                f"data.classes {unknown} are not label columns of {file}; columns: {columns}"
+            )
+        extra = [i for i, c in enumerate(columns) if c not in names]
+        for r in np.flatnonzero(hot[:, extra].sum(1) > 0) if extra else []:
+            marked = [columns[i] for i in extra if hot[r, i]]
+            bad.setdefault(
+                int(r), ("unknown label", f"row {rows[r]} is marked {marked}; data.classes={names}")
+            )
+        hot = hot[:, [columns.index(c) for c in names]]
+        sums = hot.sum(1)
+        single = bool((sums == 1).all()) if one_hot is None else bool(one_hot)
+        if not single:
+            return hot, names, bad
+        for r in np.flatnonzero(sums != 1):
+            what = "no class marked" if sums[r] == 0 else f"{int(sums[r])} classes marked"
+            bad.setdefault(
+                int(r), ("no label" if sums[r] == 0 else "several labels", f"row {rows[r]}: {what}")
+            )
+        return hot.argmax(1).astype(np.int64), names, bad
+    values = table[label_column]
+    text = values.astype(str).str.strip()
+    for r in np.flatnonzero(values.isna().to_numpy()):
+        bad[int(r)] = ("no label", f"row {rows[r]} has no value in column {label_column!r}")
+    present = sorted(set(text[~values.isna()]))
+    names = list(classes) if classes else present
+    for r in np.flatnonzero(~text.isin(names).to_numpy()):
+        if int(r) not in bad:
+            detail = f"row {rows[r]}: {text.iloc[r]!r} is not in data.classes {names}"
+            bad[int(r)] = ("unknown label", detail + close_names(text.iloc[r], names))
+    index = {c: i for i, c in enumerate(names)}
+    return text.map(lambda v: index.get(v, -1)).to_numpy(np.int64), names, bad
 
 
 def csv_manifest(
@@ -284,14 +493,67 @@ def csv_manifest(
     split_column: str | None = None,
     root: str | None = None,
     image_extension: str = "",
+    classes: list[str] | None = None,
+    one_hot: bool | None = None,
+    window: list[float] | None = None,
+    dicom_windows: list[list[float]] | None = None,
+    on_bad: str = "error",
+    name: str | None = None,
 ) -> ImageSource:
-    """A manifest CSV: an image-path column and one label column or one-/multi-hot columns."""
+    """A manifest CSV: an image-path column and one label column or one-/multi-hot columns.
+
+    Rows with no label, a label outside ``classes`` (when declared), a repeat of an earlier
+    row, or labels that contradict another row for the same image are rejected (reported by
+    the pre-flight check). ``one_hot`` forces (true) or forbids (false) one class per row for
+    ``label_columns``; by default the columns are one-hot when every row marks exactly one.
+    """
     import pandas as pd
 
     file = Path(path).expanduser()
     if not file.exists():
         raise FileNotFoundError(f"data.source.path: manifest {file} does not exist")
-    table = pd.read_csv(file)
+    table = pd.read_csv(file, dtype={image_column: str})
+    return manifest_table(
+        table,
+        file,
+        image_column,
+        label_column,
+        label_columns,
+        group_column,
+        split_column,
+        Path(root).expanduser() if root else file.parent,
+        image_extension,
+        classes,
+        one_hot,
+        _decode_options(window, dicom_windows),
+        on_bad,
+        name or file.stem,
+    )
+
+
+def manifest_table(
+    table,
+    file: Path,
+    image_column: str,
+    label_column: str | None,
+    label_columns: list[str] | None,
+    group_column: str | None,
+    split_column: str | None,
+    base: Path,
+    image_extension: str = "",
+    classes: list[str] | None = None,
+    one_hot: bool | None = None,
+    decode: dict | None = None,
+    on_bad: str = "error",
+    name: str | None = None,
+    rows: list[int] | None = None,
+    locate=None,
+) -> ImageSource:
+    """An ImageSource from a table of image names and labels (the body of ``csv_manifest``).
+
+    ``rows`` gives each table row's line in ``file`` (default: row + 2); ``locate`` maps an
+    image name to its path (default: ``base / (name + image_extension)``).
+    """
     wanted = {
         "image_column": image_column,
         "group_column": group_column,
@@ -309,32 +571,75 @@ def csv_manifest(
                 f"{file}: column {column!r} (data.source.{key}) not found; "
                 f"columns are {list(table.columns)}"
             )
-    if table[image_column].isna().any():
-        row = int(table[image_column].isna().to_numpy().argmax())
-        raise ValueError(f"{file}: row {row + 2} has no value in column {image_column!r}")
-    base = Path(root).expanduser() if root else file.parent
-    paths = [str(base / f"{p}{image_extension}") for p in table[image_column].astype(str)]
-    missing = [p for p in paths if not Path(p).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{file}: {len(missing)} image(s) in column {image_column!r} not found, "
-            f"e.g. {missing[:3]}"
-        )
-    if label_columns:
-        hot = table[list(label_columns)].to_numpy(dtype=np.float32)
-        if not np.isin(hot, (0.0, 1.0)).all():
-            raise ValueError(f"{file}: label_columns {list(label_columns)} must hold only 0 and 1")
-        classes = [str(c) for c in label_columns]
-        labels = hot.argmax(1).astype(np.int64) if (hot.sum(1) == 1).all() else hot
-    else:
-        values = table[label_column]
-        if values.isna().any():
-            row = int(values.isna().to_numpy().argmax())
-            raise ValueError(f"{file}: row {row + 2} has no value in column {label_column!r}")
-        classes = sorted(values.astype(str).unique())
-        labels = values.astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-    groups = table[group_column].astype(str).to_numpy() if group_column else None
-    predefined = table[split_column].astype(str).to_numpy() if split_column else None
-    return ImageSource(
-        labels, classes, file.stem, paths=paths, groups=groups, predefined=predefined
+    name = name or file.stem
+    table = table.reset_index(drop=True)
+    rows = list(rows) if rows is not None else [i + 2 for i in range(len(table))]
+    labels, names, bad = _row_labels(
+        table, file, label_column, label_columns, classes, one_hot, rows
     )
+    images = table[image_column]
+    for r in np.flatnonzero(images.isna().to_numpy()):
+        bad[int(r)] = ("no image", f"row {rows[r]} has no value in column {image_column!r}")
+    locate = locate or (lambda value: str(base / f"{value}{image_extension}"))
+    paths = [None if pd_isna(v) else locate(str(v).strip()) for v in images]
+    if split_column:
+        splits = table[split_column].astype(str).str.strip().to_numpy()
+        for r in np.flatnonzero(~np.isin(splits, PARTS)):
+            bad.setdefault(
+                int(r),
+                (
+                    "unknown split",
+                    f"row {rows[r]}: {split_column}={splits[r]!r}; valid: {list(PARTS)}",
+                ),
+            )
+    # the same image listed twice: an exact repeat is a duplicate row, different labels conflict
+    first: dict[str, int] = {}
+    for r, p in enumerate(paths):
+        if p is None or r in bad:
+            continue
+        if p not in first:
+            first[p] = r
+            continue
+        f = first[p]
+        same_label = np.array_equal(labels[r], labels[f])
+        same_split = not split_column or splits[r] == splits[f]
+        if same_label and same_split:
+            bad[r] = ("duplicate row", f"row {rows[r]} repeats row {rows[f]}")
+        else:
+            what = "labels" if not same_label else f"{split_column} values"
+            bad[r] = (
+                "conflicting labels",
+                f"rows {rows[f]} and {rows[r]} give {p} different {what}",
+            )
+            bad.setdefault(f, bad[r])
+    keep = np.asarray([r for r in range(len(table)) if r not in bad], dtype=np.int64)
+    rejected = [
+        rejection(paths[r] or f"{file}: row {rows[r]}", reason, detail)
+        for r, (reason, detail) in sorted(bad.items())
+    ]
+    groups = None
+    if group_column:
+        values = table[group_column]
+        groups = np.asarray(
+            [f"{name}:row{rows[r]}" if pd_isna(v) else str(v) for r, v in enumerate(values)]
+        )[keep]
+    return ImageSource(
+        labels[keep],
+        names,
+        name,
+        paths=[paths[r] for r in keep],
+        groups=groups,
+        predefined=splits[keep] if split_column else None,
+        rejected=rejected,
+        on_bad=on_bad,
+        declared=bool(classes),
+        decode=dict(decode or {}),
+        root=str(base),
+    )
+
+
+def pd_isna(value) -> bool:
+    """True for a missing table cell (None, NaN, pandas NA)."""
+    import pandas as pd
+
+    return bool(pd.isna(value))

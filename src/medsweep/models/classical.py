@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,17 +14,13 @@ from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
 from sklearn.multioutput import MultiOutputClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils import resample
 from threadpoolctl import threadpool_limits
-from torch.utils.data import DataLoader
-
-from medsweep.data.datamodule import ImageDataModule, ImageDataset
-from medsweep.metrics import build_metrics, flatten_results
+from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +109,6 @@ class ClassicalClassifier:
             self._check_backbone()
         self.fitted_: BaseEstimator | None = None
         self.train_indices_: np.ndarray | None = None
-        self.outputs_: dict[str, dict[str, np.ndarray]] = {}
 
     def _check_params(self) -> None:
         spec = ESTIMATORS[self.estimator]
@@ -155,7 +149,10 @@ class ClassicalClassifier:
             model = MultiOutputClassifier(model)
         return Pipeline([("scale", StandardScaler()), ("model", model)]) if spec.scaled else model
 
-    def _feature_net(self, in_chans: int) -> torch.nn.Module:
+    def feature_net(self, in_chans: int) -> torch.nn.Module | None:
+        """The frozen timm feature extractor (on the GPU when there is one); None for pixels."""
+        if self.features != "backbone":
+            return None
         import timm
 
         kwargs = dict(self.backbone_kwargs)
@@ -164,26 +161,55 @@ class ClassicalClassifier:
         net = timm.create_model(
             self.backbone, pretrained=self.pretrained, num_classes=0, in_chans=in_chans, **kwargs
         )
-        return net.eval().requires_grad_(False)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return net.eval().requires_grad_(False).to(device)
 
-    def extract(
-        self, dataset: ImageDataset, dm: ImageDataModule, net: torch.nn.Module | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Features (N, D) and targets (class indices, or (N, K) multi-hot) of ``dataset``."""
-        loader = DataLoader(
-            dataset, batch_size=dm.batch_size, shuffle=False, num_workers=dm.num_workers
+    def warn_normalization(self, normalization: str) -> None:
+        """Warn when ImageNet features are fed images that are not ImageNet-normalized."""
+        if (
+            self.features == "backbone"
+            and self.pretrained
+            and normalization not in ("imagenet", "model", "auto")
+        ):
+            log.warning(
+                "model.backbone=%s has pretrained weights but data.normalization=%s; ImageNet "
+                "features usually need data.normalization=imagenet (and data.channels=3)",
+                self.backbone,
+                normalization,
+            )
+
+    def check_data(self, output_units: int, channels: int) -> None:
+        """Fail when the data's outputs or channels differ from what the model was built for."""
+        if self.num_classes is not None and self.num_classes != output_units:
+            raise ValueError(
+                f"model num_classes={self.num_classes}, but the data needs {output_units} outputs"
+            )
+        if self.in_chans is not None and self.in_chans != channels:
+            raise ValueError(f"model in_chans={self.in_chans}, but data.channels={channels}")
+
+    def select_train(self, indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The training samples to fit on: all, or a stratified subset of ``max_train_samples``."""
+        n = self.max_train_samples
+        if n is None or n >= len(indices):
+            self.train_indices_ = np.asarray(indices)
+            return self.train_indices_
+        # a stratified subset keeps rare classes (or label combinations) represented
+        picked = resample(
+            indices, replace=False, n_samples=n, stratify=labels, random_state=self.seed
         )
-        device = next(net.parameters()).device if net is not None else torch.device("cpu")
-        feats, targets = [], []
-        with torch.no_grad():
-            for x, y in loader:
-                out = net(x.to(device)) if net is not None else x
-                feats.append(out.flatten(1).float().cpu().numpy())
-                targets.append(y.numpy())
-        return np.concatenate(feats), np.concatenate(targets).astype(np.int64)
+        self.train_indices_ = np.sort(picked)
+        return self.train_indices_
+
+    def fit(self, x: np.ndarray, y: np.ndarray, task: str) -> ClassicalClassifier:
+        """Fit the estimator on features ``x`` and targets ``y`` (indices, or multi-hot)."""
+        with thread_limit(self.n_threads):
+            self.fitted_ = self.make_estimator(task).fit(x, y)
+        return self
 
     def predict_proba(self, x: np.ndarray, task: str, num_classes: int) -> np.ndarray:
         """Probabilities as the deep models give them: (N,) positive class, or (N, K)."""
+        if self.fitted_ is None:
+            raise ValueError("the classical model is not fitted yet: call fit() first")
         with thread_limit(self.n_threads):
             return self._probabilities(self.fitted_, x, task, num_classes)
 
@@ -209,94 +235,30 @@ class ClassicalClassifier:
                 probs /= np.maximum(probs.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
         return np.clip(probs, 0.0, 1.0)
 
-    def fit_evaluate(self, dm: ImageDataModule) -> dict:
-        """Fit on the training part; validation and test metrics in the pipeline's schema."""
-        self._check_data(dm)
-        with thread_limit(self.n_threads):
-            return self._fit_evaluate(dm)
+    def describe(self, n_train: int, n_features: int) -> dict[str, Any]:
+        """The estimator, its features and the fitted data's shape, for metrics.json."""
+        return {
+            "estimator": self.estimator,
+            "features": self.features,
+            "backbone": self.backbone if self.features == "backbone" else None,
+            "n_train": int(n_train),
+            "n_features": int(n_features),
+        }
 
-    def _fit_evaluate(self, dm: ImageDataModule) -> dict:
-        task, classes = dm.task, list(dm.classes)
-        plain = dm.datasets["val"].transform
-        train = dm.datasets["train"]
-        self.train_indices_ = self._train_indices(train)
-        train = ImageDataset(train.source, self.train_indices_, train.channels, plain)
 
-        start = time.perf_counter()
-        net = None
-        if self.features == "backbone" and self.pretrained and dm.normalization != "imagenet":
-            log.warning(
-                "model.backbone=%s has pretrained weights but data.normalization=%s; ImageNet "
-                "features usually need data.normalization=imagenet (and data.channels=3)",
-                self.backbone,
-                dm.normalization,
-            )
-        if self.features == "backbone":
-            net = self._feature_net(dm.channels).to("cuda" if torch.cuda.is_available() else "cpu")
-        x_train, y_train = self.extract(train, dm, net)
-        self.fitted_ = self.make_estimator(task).fit(x_train, y_train)
-        fit_s = time.perf_counter() - start
-        log.info(
-            "classical %s on %s features (%d x %d) fitted in %.1f s",
-            self.estimator,
-            self.features,
-            *x_train.shape,
-            fit_s,
-        )
-
-        out: dict = {"val": {}, "test": {}, "confusion": {}}
-        parts = ["val"] + (["test"] if len(dm.splits.test) else [])
-        for part in parts:
-            x, y = self.extract(dm.datasets[part], dm, net)
-            probs = self.predict_proba(x, task, len(classes))
-            self.outputs_[part] = {"probs": probs, "targets": y}
-            metrics, confusion = evaluate_probabilities(probs, y, task, classes)
-            out[part] = metrics
-            out["confusion"][part] = confusion
-        out.update(
-            {
-                "best_epoch": 0,
-                "epochs_run": 1,
-                "timing": {
-                    "fit_s": fit_s,
-                    "s_per_epoch": fit_s,
-                    "train_img_per_s": len(x_train) / max(fit_s, 1e-9),
-                },
-                "classical": {
-                    "estimator": self.estimator,
-                    "features": self.features,
-                    "backbone": self.backbone if self.features == "backbone" else None,
-                    "n_train": int(len(x_train)),
-                    "n_features": int(x_train.shape[1]),
-                },
-            }
-        )
-        return out
-
-    def _check_data(self, dm: ImageDataModule) -> None:
-        if self.num_classes is not None and self.num_classes != dm.output_units:
-            raise ValueError(
-                f"model num_classes={self.num_classes}, but the data needs "
-                f"{dm.output_units} outputs ({dm.task}, {len(dm.classes)} classes)"
-            )
-        if self.in_chans is not None and self.in_chans != dm.channels:
-            raise ValueError(f"model in_chans={self.in_chans}, but data.channels={dm.channels}")
-        if not dm.datasets:
-            raise ValueError("fit_evaluate needs a datamodule after setup()")
-
-    def _train_indices(self, train: ImageDataset) -> np.ndarray:
-        n = self.max_train_samples
-        if n is None or n >= len(train):
-            return train.indices
-        # a stratified subset keeps rare classes (or label combinations) represented
-        picked = resample(
-            train.indices,
-            replace=False,
-            n_samples=n,
-            stratify=train.labels(),
-            random_state=self.seed,
-        )
-        return np.sort(picked)
+def extract_features(
+    dataset: Dataset, batch_size: int, num_workers: int = 0, net: torch.nn.Module | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, D) of ``dataset`` (flattened images, or ``net``'s outputs) and its targets."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    device = next(net.parameters()).device if net is not None else torch.device("cpu")
+    feats, targets = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            out = net(x.to(device)) if net is not None else x
+            feats.append(out.flatten(1).float().cpu().numpy())
+            targets.append(y.numpy())
+    return np.concatenate(feats), np.concatenate(targets).astype(np.int64)
 
 
 @contextmanager
@@ -326,27 +288,3 @@ def _columns(proba: np.ndarray, seen: np.ndarray, wanted: list[int]) -> np.ndarr
         if c in position:
             out[:, j] = proba[:, position[c]]
     return out
-
-
-def evaluate_probabilities(
-    probs: np.ndarray, targets: np.ndarray, task: str, classes: list[str]
-) -> tuple[dict[str, float], list]:
-    """The deep models' metrics (``build_metrics``) plus the log-loss, from probabilities."""
-    collection = build_metrics(task, len(classes))
-    # float64 as scikit-learn gives them, so that no ties appear that the estimator did not make
-    collection.update(torch.as_tensor(probs, dtype=torch.float64), torch.as_tensor(targets))
-    metrics, confusion = flatten_results(collection.compute(), classes)
-    return {"loss": _log_loss(probs, targets, task, len(classes)), **metrics}, confusion
-
-
-def _log_loss(probs: np.ndarray, targets: np.ndarray, task: str, num_classes: int) -> float:
-    """Cross-entropy (multiclass) or binary cross-entropy averaged over labels, like the losses."""
-    if task == "multiclass":
-        return float(log_loss(targets, probs, labels=list(range(num_classes))))
-    if task == "binary":
-        return float(log_loss(targets, probs, labels=[0, 1]))
-    return float(
-        np.mean(
-            [log_loss(targets[:, j], probs[:, j], labels=[0, 1]) for j in range(targets.shape[1])]
-        )
-    )

@@ -4,7 +4,10 @@ Stages come from timm's own layer grouping (``backbone.group_matcher(coarse=True
 then one group per stage or block); layers the matcher leaves out (a final norm) join the last
 stage. Backbones without a matcher (the ``small_cnn`` / ``mlp`` baselines) get one stage per
 child of their top-level ``nn.Sequential`` containers (``.stages``). Frozen stages keep their
-BatchNorm layers in eval mode, so their running statistics stay as they were.
+BatchNorm layers in eval mode, so their running statistics stay as they were. With ``freeze_bn``
+(by default: when the backbone is pretrained) the unfrozen stages keep them in eval mode too: their
+BatchNorm weights and biases train, their statistics stay the pretrained ones, so the features the
+head learnt on do not shift when a stage starts training.
 
 The optimizer already holds every parameter (frozen ones just get no gradient), so unfreezing
 only flips ``requires_grad``. Lightning's ``BaseFinetuning`` is built around adding parameter
@@ -20,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
+import torch
 from timm.models._manipulate import MATCH_PREV_GROUP, flatten_modules, group_with_matcher
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +117,39 @@ def scale_learning_rates(trainer: L.Trainer, factor: float) -> None:
                 scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
 
 
-class StageUnfreezing(L.Callback):
-    """Base policy: the head always trains; the backbone trains its top ``trainable_stages(epoch)`` stages."""
+def restart_patience(trainer: L.Trainer) -> None:
+    """Restart early stopping's and ReduceLROnPlateau's counting: no bad epoch yet, no best value yet.
 
-    def __init__(self) -> None:
+    Checkpoint callbacks keep their best (the best model is chosen over the whole run).
+    """
+    for callback in trainer.early_stopping_callbacks:
+        callback.wait_count = 0
+        worst = torch.inf if callback.monitor_op == torch.lt else -torch.inf
+        callback.best_score = torch.tensor(worst)
+    for config in trainer.lr_scheduler_configs:
+        for scheduler in _nested_schedulers(config.scheduler):
+            if isinstance(scheduler, ReduceLROnPlateau):
+                scheduler._reset()  # torch's own: best, num_bad_epochs and cooldown
+
+
+def resolve_freeze_bn(freeze_bn: bool | str, pretrained: bool | None) -> bool:
+    """``freeze_bn`` as a bool: ``auto`` means frozen for a pretrained backbone."""
+    if freeze_bn == "auto":
+        return bool(pretrained)
+    if isinstance(freeze_bn, bool):
+        return freeze_bn
+    raise ValueError(f"finetune.policy.freeze_bn={freeze_bn!r} must be true, false or auto")
+
+
+class StageUnfreezing(L.Callback):
+    """Base policy: the head always trains; the backbone trains its top ``trainable_stages(epoch)`` stages.
+
+    ``freeze_bn`` (true, false or ``auto``: true when ``pretrained``) keeps every backbone
+    BatchNorm layer in eval mode, the unfrozen stages' too.
+    """
+
+    def __init__(self, freeze_bn: bool | str = "auto", pretrained: bool | None = None) -> None:
+        self.freeze_bn = resolve_freeze_bn(freeze_bn, pretrained)
         self.stages: list[Stage] = []
         self._frozen_norms: list[nn.Module] = []
         self._trainable: int | None = -1  # what the last epoch used; -1: not applied yet
@@ -127,19 +161,21 @@ class StageUnfreezing(L.Callback):
     def _apply(self, pl_module: L.LightningModule, epoch: int) -> None:
         wanted = self.trainable_stages(epoch)
         n = len(self.stages) if wanted is None or wanted < 0 else min(wanted, len(self.stages))
-        training = pl_module.training
+        first = len(self.stages) - n
+        training = pl_module.training and not self.freeze_bn
         for i, stage in enumerate(self.stages):
-            stage.set_trainable(i >= len(self.stages) - n, training)
-        self._frozen_norms = [m for s in self.stages[: len(self.stages) - n] for m in s.norms]
+            stage.set_trainable(i >= first, training)
+        still = self.stages if self.freeze_bn else self.stages[:first]
+        self._frozen_norms = [m for s in still for m in s.norms]
         if n != self._trainable:
-            first = len(self.stages) - n
             which = f"stages {first}-{len(self.stages) - 1}" if n else "no stage"
             log.info(
-                "%s, epoch %d: head + %s of %d backbone stages train",
+                "%s, epoch %d: head + %s of %d backbone stages train%s",
                 type(self).__name__,
                 epoch,
                 which,
                 len(self.stages),
+                " (BatchNorm statistics frozen)" if n and self.freeze_bn else "",
             )
             self._trainable = n
 
@@ -187,13 +223,21 @@ class TwoPhaseUnfreezing(StageUnfreezing):
     """The head alone for ``head_epochs`` epochs, then also the last ``unfreeze_stages`` stages.
 
     At the switch every learning rate (head and backbone groups, and the schedulers' bases) is
-    multiplied by ``lr_factor``. ``unfreeze_stages`` of -1 or None unfreezes the whole backbone.
+    multiplied by ``lr_factor``, and early stopping and ReduceLROnPlateau start counting afresh
+    (``restart_patience``), so the second phase gets their full patience; the best checkpoint
+    is still the best of the whole run. ``unfreeze_stages`` of -1 or None unfreezes the whole
+    backbone.
     """
 
     def __init__(
-        self, head_epochs: int = 5, unfreeze_stages: int | None = -1, lr_factor: float = 0.1
+        self,
+        head_epochs: int = 5,
+        unfreeze_stages: int | None = -1,
+        lr_factor: float = 0.1,
+        freeze_bn: bool | str = "auto",
+        pretrained: bool | None = None,
     ):
-        super().__init__()
+        super().__init__(freeze_bn, pretrained)
         if head_epochs < 0:
             raise ValueError(f"finetune.policy.head_epochs={head_epochs} must be >= 0")
         if unfreeze_stages is not None and unfreeze_stages != -1 and unfreeze_stages < 1:
@@ -207,6 +251,7 @@ class TwoPhaseUnfreezing(StageUnfreezing):
         self.unfreeze_stages = unfreeze_stages
         self.lr_factor = lr_factor
         self.lr_scaled = False
+        self.patience_restarted = False
 
     def trainable_stages(self, epoch: int) -> int | None:
         return 0 if epoch < self.head_epochs else self.unfreeze_stages
@@ -233,12 +278,22 @@ class TwoPhaseUnfreezing(StageUnfreezing):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
         self._scale_once(trainer, trainer.current_epoch)  # resumed from a checkpoint saved earlier
+        # here, not at the previous epoch's end: its early-stopping check and plateau step are done
+        epoch = trainer.current_epoch
+        if 0 < self.head_epochs <= epoch and not self.patience_restarted:
+            restart_patience(trainer)
+            self.patience_restarted = True
+            log.info(
+                "TwoPhaseUnfreezing: early stopping and plateau counting restart at epoch %d", epoch
+            )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"lr_scaled": self.lr_scaled}
+        return {"lr_scaled": self.lr_scaled, "patience_restarted": self.patience_restarted}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.lr_scaled = bool(state_dict.get("lr_scaled", False))
+        # a checkpoint without the field: past the switch (rates scaled) counts as restarted
+        self.patience_restarted = bool(state_dict.get("patience_restarted", self.lr_scaled))
 
 
 class ProgressiveUnfreezing(StageUnfreezing):
@@ -247,8 +302,14 @@ class ProgressiveUnfreezing(StageUnfreezing):
     ``max_stages`` caps how many stages end up training (None: the whole backbone).
     """
 
-    def __init__(self, every_epochs: int = 2, max_stages: int | None = None):
-        super().__init__()
+    def __init__(
+        self,
+        every_epochs: int = 2,
+        max_stages: int | None = None,
+        freeze_bn: bool | str = "auto",
+        pretrained: bool | None = None,
+    ):
+        super().__init__(freeze_bn, pretrained)
         if every_epochs < 1:
             raise ValueError(f"finetune.policy.every_epochs={every_epochs} must be >= 1")
         if max_stages is not None and max_stages < 1:

@@ -48,7 +48,10 @@ def packaged_weights(name: str) -> Path:
     if target.exists():
         return target
     source = torch.load(PACKAGED_FILES[name](), map_location="cpu", weights_only=True)
-    reference = timm.create_model(name, pretrained=False).state_dict()
+    # building the reference draws random initial weights: keep the caller's RNG stream as it
+    # was, so the run that converts trains exactly like the runs that find the file cached
+    with torch.random.fork_rng(devices=[]):
+        reference = timm.create_model(name, pretrained=False).state_dict()
     if len(source) != len(reference):
         raise ValueError(
             f"packaged weights for {name}: {len(source)} tensors, timm expects {len(reference)}"

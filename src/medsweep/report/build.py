@@ -14,7 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from medsweep.report import html_page
-from medsweep.report.collect import collect_runs, config_order, higher_is_better, metric_columns
+from medsweep.report.collect import (
+    check_comparable,
+    collect_runs,
+    config_order,
+    higher_is_better,
+    metric_columns,
+)
 from medsweep.report.configs import (
     common_overrides,
     config_labels,
@@ -23,6 +29,13 @@ from medsweep.report.configs import (
     safe_names,
 )
 from medsweep.report.errors import ReportError
+from medsweep.report.page import Heading, Link, Table, Text, blocks_html, blocks_markdown
+from medsweep.report.paired import (
+    PAIRED_METHOD,
+    evaluation_links,
+    paired_comparisons,
+    paired_display,
+)
 from medsweep.report.stats import STATS_COLUMNS, compare_to_baseline
 from medsweep.report.tables import (
     failed_runs_table,
@@ -72,6 +85,8 @@ class Report:
     common: str = ""
     files: dict[str, Path] = field(default_factory=dict)
     wandb_dir: Path | None = None
+    paired: pd.DataFrame | None = None
+    eval_links: pd.DataFrame | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -218,6 +233,7 @@ def _write_markdown(report: Report, curves: dict[str, list[Path]]) -> None:
             f"## Comparison with the baseline on {report.metric}\n\n{to_markdown(chosen)}\n"
             "See stats.md for every metric and the method.\n"
         )
+    parts += [blocks_markdown(_paired_blocks(report)), blocks_markdown(_eval_link_blocks(report))]
     parts.append(_missing_section_md(report))
     parts.append(_failed_section_md(report.failed))
     report.files["summary_md"] = out / "summary.md"
@@ -263,6 +279,29 @@ def _write_markdown(report: Report, curves: dict[str, list[Path]]) -> None:
         report.files[f"per_config:{key}"] = path
 
 
+def _paired_blocks(report: Report) -> list:
+    """The paired test-set comparisons section (DeLong, McNemar) as page blocks."""
+    if report.paired is None or not len(report.paired):
+        return []
+    return [
+        Heading("Paired test-set comparisons with the baseline", anchor="paired"),
+        Text(PAIRED_METHOD, "meta"),
+        Table(paired_display(report.paired, report.labels)),
+    ]
+
+
+def _eval_link_blocks(report: Report) -> list:
+    """Links to each configuration's evaluation pages (written by ``medsweep evaluate``)."""
+    links = report.eval_links
+    if links is None or not len(links):
+        return []
+    blocks: list = [Heading("Evaluations", anchor="evaluations")]
+    for _, row in links.iterrows():
+        label = f"{label_of(row['config_key'], report.labels)} — {row['what']}"
+        blocks.append(Link(row["href"], label))
+    return blocks
+
+
 def _write_csv(report: Report) -> None:
     out = report.out_dir
     report.files["folds_csv"] = out / "folds.csv"
@@ -271,6 +310,9 @@ def _write_csv(report: Report) -> None:
     report.summary.to_csv(report.files["summary_csv"], index=False, float_format="%.10g")
     report.files["stats_csv"] = out / "stats.csv"
     report.stats.to_csv(report.files["stats_csv"], index=False, float_format="%.10g")
+    if report.paired is not None and len(report.paired):
+        report.files["paired_csv"] = out / "paired.csv"
+        report.paired.to_csv(report.files["paired_csv"], index=False, float_format="%.10g")
 
 
 def _write_html(report: Report, curves: dict[str, list[Path]]) -> None:
@@ -292,6 +334,8 @@ def _write_html(report: Report, curves: dict[str, list[Path]]) -> None:
                 table = h.table_html(stats_display(rows, labels=report.labels))
                 body += h.details_html(metric, table, open_=i == 0)
         sections.append(h.section_html("Comparison with the baseline", body, anchor="stats"))
+    sections.append(blocks_html(_paired_blocks(report)))
+    sections.append(blocks_html(_eval_link_blocks(report)))
     missing = _missing_lines(report)
     missing_body = "".join(h.paragraph(m, "note") for m in missing) or h.paragraph("None.")
     sections.append(h.section_html("Missing folds", missing_body, anchor="missing"))
@@ -343,6 +387,8 @@ def _write_meta(report: Report) -> None:
 
 def _log_wandb(report: Report) -> None:
     from medsweep.report.wandb_log import log_tables_to_wandb
+    from medsweep.results import read_metrics
+    from medsweep.tracking import report_run_settings
 
     projects = Counter(p for p in report.runs["wandb_project"].dropna() if p)
     if not projects:
@@ -351,6 +397,13 @@ def _log_wandb(report: Report) -> None:
     tables = {"summary": report.summary}
     if len(report.stats):
         tables["stats"] = report.stats
+    if report.paired is not None and len(report.paired):
+        tables["paired"] = report.paired
+    # the report sits in the sweep's own job type, beside its runs, as one "report" run
+    records = [
+        read_metrics(d) for d in report.runs["run_dir"] if (Path(d) / "metrics.json").is_file()
+    ]
+    settings = report_run_settings(records, report.root)
     best = report.summary.iloc[0] if len(report.summary) and report.metric else None
     summary = {}
     if best is not None:
@@ -362,7 +415,9 @@ def _log_wandb(report: Report) -> None:
         tables,
         project=project,
         out_dir=report.out_dir,
-        name=f"report-{report.root.resolve().name}",
+        name=settings["name"],
+        job_type=settings["job_type"],
+        group=settings["group"],
         config={
             "root": str(report.root.resolve()),
             "metric": report.metric,
@@ -381,11 +436,13 @@ def build_report(
     figures: bool = True,
     wandb: bool = True,
     digits: int = 3,
+    allow_mixed: bool = False,
 ) -> Report:
     """Build the report of the runs under ``root`` and write it to ``out`` (default root/report).
 
     ``metric`` ranks the configurations (default val/auroc, else the first available);
     ``baseline`` is a configuration key or an override subset naming one configuration.
+    Runs of different tasks, datasets or class lists are refused unless ``allow_mixed``.
     """
     root = Path(root)
     out_dir = Path(out) if out is not None else root / REPORT_DIRNAME
@@ -395,6 +452,8 @@ def build_report(
         )
     _check_out_dir(root, out_dir)
     runs = collect_runs(root, exclude=[out_dir])
+    if not allow_mixed:
+        check_comparable(runs)
     metric = resolve_metric(runs, metric)
     metrics = metric_columns(runs, headline_only=True)
     if metric and metric not in metrics:
@@ -426,6 +485,9 @@ def build_report(
         labels=labels,
         common=common_overrides(configs),
     )
+    if baseline_key is not None and len(configs) > 1:
+        report.paired = paired_comparisons(runs, baseline_key, configs)
+    report.eval_links = evaluation_links(root, runs, out_dir)
     _prepare_out_dir(out_dir)
     curves = _draw_figures(report) if figures else {}
     _write_csv(report)

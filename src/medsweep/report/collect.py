@@ -18,14 +18,12 @@ from medsweep.report.configs import is_fold_index_key
 from medsweep.report.errors import ReportError
 
 # The schema's own rule: a configuration is its overrides minus replicate keys (fold, seed).
+from medsweep.results import METRICS_FILE, SCHEMA_VERSION, parse_overrides, read_metrics
 from medsweep.results import config_key as config_key_from_overrides
-from medsweep.results import parse_overrides
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
-SCHEMA_VERSION = 1
 SPLITS = ("val", "test")
 # Folders never searched for runs: earlier reports, W&B files, hidden folders (.hydra, .git).
 SKIPPED_DIRS = {"report", "wandb", "__pycache__", "node_modules"}
@@ -53,9 +51,13 @@ RUN_COLUMNS = [
     "fold",
     "n_folds",
     "seed",
+    "job",
     "status",
     "error",
     "task",
+    "dataset",
+    "classes",
+    "config_hash",
     "best_epoch",
     "epochs_run",
     "monitor",
@@ -72,7 +74,17 @@ RUN_COLUMNS = [
     "wandb_project",
     "wandb_mode",
 ]
-_INT_COLUMNS = ("fold", "n_folds", "seed", "best_epoch", "epochs_run", "n_train", "n_val", "n_test")
+_INT_COLUMNS = (
+    "fold",
+    "n_folds",
+    "seed",
+    "job",
+    "best_epoch",
+    "epochs_run",
+    "n_train",
+    "n_val",
+    "n_test",
+)
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -182,15 +194,17 @@ def load_run(run_dir: str | Path, root: str | Path) -> dict[str, Any]:
     if not path.is_file():
         return _failed_row(run_dir, root, f"no {METRICS_FILE}: the run did not finish (killed?)")
     try:
-        data = json.loads(path.read_text())
+        data = read_metrics(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         log.warning("%s: unreadable, listed as a failed run (%s)", path, err)
         return _failed_row(run_dir, root, f"unreadable {METRICS_FILE}: {type(err).__name__}: {err}")
-    if not isinstance(data, dict):
+    except ValueError:
         return _failed_row(run_dir, root, f"{METRICS_FILE} does not hold a JSON object")
     schema = data.get("schema", SCHEMA_VERSION)
     if isinstance(schema, int) and schema > SCHEMA_VERSION:
-        log.warning("%s: schema %s is newer than %s; reading what is known", path, schema, 1)
+        log.warning(
+            "%s: schema %s is newer than %s; reading what is known", path, schema, SCHEMA_VERSION
+        )
 
     overrides = data.get("overrides") if isinstance(data.get("overrides"), dict) else None
     if overrides is None:
@@ -223,9 +237,15 @@ def load_run(run_dir: str | Path, root: str | Path) -> dict[str, Any]:
         "fold": fold,
         "n_folds": _int_or_none(data.get("n_folds")),
         "seed": _int_or_none(data.get("seed")),
+        "job": _int_or_none(data.get("job")),
         "status": status,
         "error": None if error is None else str(error),
         "task": data.get("task"),
+        "dataset": (data.get("data") or {}).get("name")
+        if isinstance(data.get("data"), dict)
+        else None,
+        "classes": json.dumps(data["classes"]) if isinstance(data.get("classes"), list) else None,
+        "config_hash": data.get("config_hash"),
         "best_epoch": _int_or_none(data.get("best_epoch")),
         "epochs_run": _int_or_none(data.get("epochs_run")),
         "monitor": data.get("monitor"),
@@ -306,6 +326,8 @@ def collect_runs(root: str | Path, exclude: Sequence[str | Path] = ()) -> pd.Dat
             f"no {METRICS_FILE} found under {root} (searched recursively, skipping report/ folders)"
         )
     rows = [load_run(d, root) for d in run_dirs]
+    # a sweep's job order (folders are named by configuration); runs without a number keep theirs
+    rows = sorted(rows, key=lambda r: (r.get("job") is None, r.get("job") or 0))
     runs = pd.DataFrame(rows)
     for column in RUN_COLUMNS:
         if column not in runs:
@@ -328,3 +350,22 @@ def collect_runs(root: str | Path, exclude: Sequence[str | Path] = ()) -> pd.Dat
 def config_order(runs: pd.DataFrame) -> list[str]:
     """Return configuration keys in order of first appearance (the sweep's job order)."""
     return list(dict.fromkeys(runs["config_key"].tolist()))
+
+
+def check_comparable(runs: pd.DataFrame) -> None:
+    """Refuse runs of different tasks, datasets or class lists in one table (they do not compare)."""
+    ok = runs[runs["status"] == "ok"]
+    kinds = {}
+    for column, what in (("task", "tasks"), ("dataset", "datasets"), ("classes", "class lists")):
+        values = sorted({str(v) for v in ok[column].dropna()}) if column in ok else []
+        if len(values) > 1:
+            where = {
+                v: ", ".join(ok.loc[ok[column].astype(str) == v, "run"].head(3)) for v in values
+            }
+            kinds[what] = "; ".join(f"{v} ({where[v]})" for v in values)
+    if kinds:
+        detail = " | ".join(f"{what}: {listing}" for what, listing in kinds.items())
+        raise ReportError(
+            f"these runs do not compare in one table: {detail}. Report each group's folder "
+            "separately, or pass --allow-mixed to rank them together anyway"
+        )

@@ -34,6 +34,8 @@ def log_tables_to_wandb(
     name: str | None = None,
     config: Mapping[str, Any] | None = None,
     summary: Mapping[str, Any] | None = None,
+    job_type: str = "report",
+    group: str | None = None,
 ) -> Path | None:
     """Log each table as a ``wandb.Table`` in a new run (job_type "report") stored in ``out_dir``.
 
@@ -50,7 +52,8 @@ def log_tables_to_wandb(
     try:
         run = wandb.init(
             project=project,
-            job_type="report",
+            job_type=job_type,
+            group=group,
             name=name,
             mode=mode,
             dir=str(out_dir),

@@ -1,0 +1,160 @@
+"""When and how checkpoints reach the disk: held in memory and written together, at most every
+``interval_s`` seconds and when a fit, validation or test ends (or fails).
+
+A small study trains for seconds per epoch; writing a 130 MB checkpoint (weights and optimizer
+state) after each of them costs as much as the training. A plain loop keeps its best weights in
+memory; so does this: ``DeferredCheckpointIO`` keeps a copy of each checkpoint Lightning asks it
+to save and writes the pending ones when ``interval_s`` has passed since its last write, and on
+teardown. ``LastCheckpoint`` saves the latest epoch only when ``interval_s`` has passed, and at
+the last epoch. A run killed hard loses at most the epochs of that interval; the files on disk
+are always a consistent pair (the best and the last of the same moment).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.apply_func import apply_to_collection
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+
+
+def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def snapshot(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``checkpoint`` whose tensors are copies in CPU memory.
+
+    The tensors of a checkpoint are the live model's and optimizer's: copied as they are now,
+    off the accelerator (where ``torch.save`` would have copied them too).
+    """
+    memo: dict[int, Any] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        memo[id(tensor)] = tensor.detach().to("cpu", copy=True)
+        return tensor
+
+    apply_to_collection(checkpoint, torch.Tensor, keep)
+    return copy.deepcopy(checkpoint, memo)
+
+
+class DeferredCheckpointIO(TorchCheckpointIO):
+    """Checkpoints held in memory (copied at save time) and written at most every ``interval_s``.
+
+    ``interval_s=0`` writes each checkpoint when it is saved. Pending checkpoints are written in
+    the order they were saved, on the first save after the interval and on ``teardown`` (the end
+    of every ``fit`` / ``validate`` / ``test``, including one ended by an exception).
+    """
+
+    def __init__(self, interval_s: float = 30.0):
+        super().__init__()
+        if interval_s < 0:
+            raise ValueError(f"interval_s={interval_s} must be >= 0")
+        self.interval_s = float(interval_s)
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.last_write = time.monotonic()
+        self.writes = 0
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        """Keep a copy of ``checkpoint`` for ``path``; write everything pending when it is due."""
+        if storage_options is not None:
+            raise TypeError(
+                f"{type(self).__name__} does not take storage_options; got {storage_options!r}"
+            )
+        key = str(path)
+        self.pending.pop(key, None)  # re-inserted last: writes keep the order of the saves
+        self.pending[key] = snapshot(checkpoint)
+        if time.monotonic() - self.last_write >= self.interval_s:
+            self.flush()
+
+    def load_checkpoint(self, path: str | Path, map_location: Any | None = None, weights_only=None):
+        """Load from disk, after writing a pending checkpoint of that path."""
+        if str(path) in self.pending:
+            self.flush()
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        """Forget a pending checkpoint of ``path`` and remove its file."""
+        self.pending.pop(str(path), None)
+        super().remove_checkpoint(path)
+
+    def flush(self) -> None:
+        """Write every pending checkpoint, oldest first."""
+        while self.pending:
+            path = next(iter(self.pending))
+            write_checkpoint(self.pending[path], path)
+            del self.pending[path]
+            self.writes += 1
+        self.last_write = time.monotonic()
+
+    def teardown(self) -> None:
+        """Write what is pending (end of a stage, or an exception)."""
+        self.flush()
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """The latest epoch as ``last.ckpt``: saved when ``interval_s`` has passed since its last
+    save (or the fit's start) and at the fit's last epoch (``max_epochs`` reached, or a callback
+    such as early stopping has stopped it).
+
+    ``interval_s=0`` saves every epoch. Saves happen at epoch ends only, where a resumed run
+    continues exactly.
+    """
+
+    def __init__(self, interval_s: float = 30.0, **kwargs: Any):
+        kwargs.setdefault("filename", "last")
+        kwargs.setdefault("monitor", None)
+        kwargs.setdefault("save_top_k", 1)
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(**kwargs)
+        if interval_s < 0:
+            raise ValueError(f"interval_s={interval_s} must be >= 0")
+        self.interval_s = float(interval_s)
+        self._since = time.monotonic()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._since = time.monotonic()
+
+    @staticmethod
+    def _final(trainer) -> bool:
+        epochs, steps = trainer.max_epochs, trainer.max_steps
+        return bool(
+            trainer.should_stop
+            or (epochs is not None and epochs >= 0 and trainer.current_epoch + 1 >= epochs)
+            or (steps is not None and steps >= 0 and trainer.global_step >= steps)
+        )
+
+    def _save_topk_checkpoint(self, trainer, monitor_candidates: dict) -> None:
+        final = self._final(trainer)
+        if not final and time.monotonic() - self._since < self.interval_s:
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, DeferredCheckpointIO) and not final:
+            io.flush()  # the best and the last on disk now belong to the same moment
+        # (the last epoch's pair is written when the fit ends: DeferredCheckpointIO.teardown)
+        self._since = time.monotonic()
+
+
+__all__ = ["CheckpointIO", "DeferredCheckpointIO", "LastCheckpoint", "write_checkpoint"]
