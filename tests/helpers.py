@@ -156,3 +156,18 @@ def wandb_logged_values(path: Path, wait_s: float = 60.0) -> dict[str, list]:
                 key = item.key or "/".join(item.nested_key)
                 values.setdefault(key, []).append(json.loads(item.value_json))
     return values
+
+
+# Debian's chromium (installed by .ci/run), launched by Playwright without a browser download
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CHROMIUM_MISSING = (
+    "/usr/bin/chromium is absent (apt-get install -y chromium); the browser test is skipped"
+)

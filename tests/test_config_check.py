@@ -17,7 +17,13 @@ from medsweep.models.finetune import TwoPhaseUnfreezing
 from medsweep.pipeline import build_datamodule, build_model, build_module, build_trainer
 
 # the preset's own model at 32 px, one batch per stage
-QUICK = ["trainer=debug", "data.image_size=32", "data.batch_size=8", "callbacks.progress_bar=null"]
+QUICK = [
+    "trainer=debug",
+    "data.image_size=32",
+    "data.batch_size=8",
+    "callbacks.progress_bar=null",
+    "model.pretrained=false",  # the presets ask for ImageNet weights (online)
+]
 
 
 def _no_training_happened(run_dir) -> str:
@@ -65,9 +71,9 @@ def test_preset_finetune_swapped_for_full(tmp_path):
     trainer = build_trainer(cfg, tmp_path, [])
     assert not any(isinstance(c, TwoPhaseUnfreezing) for c in trainer.callbacks)
     assert run(overrides, tmp_path / "run")["status"] == "ok"
-    # and the preset itself still unfreezes after 3 head-only epochs
+    # and the preset itself still unfreezes after its 10 head-only epochs (tests/test_protocols.py)
     policy = compose(["experiment=fashion_benchmark/resnet18_two_phase"], tmp_path).finetune.policy
-    assert (policy.head_epochs, policy.unfreeze_stages, policy.lr_factor) == (3, -1, 0.1)
+    assert (policy.head_epochs, policy.unfreeze_stages, policy.lr_factor) == (10, -1, 0.1)
 
 
 def test_preset_model_swapped_for_resnet18_has_its_linear_head(tmp_path):
@@ -79,15 +85,15 @@ def test_preset_model_swapped_for_resnet18_has_its_linear_head(tmp_path):
     preset = compose(["experiment=fashion_benchmark/mlp_features", *QUICK], tmp_path)
     assert (preset.model.head, list(preset.model.head_hidden), preset.model.head_dropout) == (
         "mlp",
-        [512, 256],
-        0.3,
+        [128, 64],
+        0.2,
     )
 
 
 def test_preset_callbacks_swapped_for_no_early_stopping(tmp_path):
     cfg = compose(["experiment=melanoma_binary", "callbacks=no_early_stopping"], tmp_path)
     assert cfg.callbacks.early_stopping is None
-    assert compose(["experiment=melanoma_binary"], tmp_path).callbacks.early_stopping.patience == 7
+    assert compose(["experiment=melanoma_binary"], tmp_path).callbacks.early_stopping.patience == 10
 
 
 # -- _self_ first: presets and grids set train.yaml's keys, the command line still wins -----------

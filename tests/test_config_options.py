@@ -51,6 +51,10 @@ def overrides_for(group: str, option: str, tmp_path) -> list[str]:
     if group == "model":
         chosen["data.image_size"] = "32"  # deep backbones downsample 32x
         chosen["data.batch_size"] = "8"
+    if group == "model":
+        model = compose([f"model={option}"], tmp_path / "unused").model
+        if model.get("pretrained") and model.get("weights") != "packaged":
+            extra.append("model.pretrained=false")  # ImageNet weights need the hub (online)
     if group == "model" and option.startswith("classical"):
         # scikit-learn's OpenMP threads otherwise oversubscribe; a subset of 16 px images
         extra += ["model.n_threads=1", "model.max_train_samples=300"]

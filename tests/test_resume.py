@@ -63,7 +63,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     run(RUN, full)  # the uninterrupted run, here
     # paced (0.1 s before each batch, the computation unchanged) so that the poll below sees
     # epoch 1's checkpoint before a busy machine has run many more epochs
-    pace = ["+callbacks.pace._target_=crash_callback.Pace", "+callbacks.pace.seconds=0.1"]
+    pace = [
+        "+callbacks.pace._target_=crash_callback.Pace",
+        "+callbacks.pace.seconds=0.1",
+        "callbacks.last_checkpoint.interval_s=0",  # last.ckpt at every epoch's end
+    ]
     proc = subprocess.Popen(
         [
             sys.executable,

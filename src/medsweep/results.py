@@ -47,6 +47,8 @@ HASH_EXCLUDED = (
     "local",
     "callbacks.progress_bar",
     "trainer.threads",
+    "trainer.plugins",
+    "callbacks.last_checkpoint.interval_s",
     "trainer.enable_progress_bar",
     "data.num_workers",
     "data.pin_memory",

@@ -12,19 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import CHROMIUM, CHROMIUM_FLAGS
 from predict_runs import CLASSES
 
 from medsweep.predictions import read_predictions
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+FLAGS = CHROMIUM_FLAGS
 START_S = 120  # the server imports torch and Streamlit on a busy 2-core machine
 RESULT_MS = 180_000
 # at least n images of the page's results decoded (the upload and its Grad-CAM overlay)
