@@ -177,6 +177,7 @@ def test_record_round_trip_and_running_status(tmp_path):
     record.write(tmp_path)
     saved = read_metrics(tmp_path)
     assert saved["status"] == "running" and saved["process"]["pid"] == os.getpid()
+    assert saved["job"] is None  # not a sweep
     assert saved["config_key"] == "loss=focal" and saved["fold"] == 2
     record.finish("ok")
     record.write(tmp_path)
@@ -238,6 +239,11 @@ def test_a_changed_grid_rerun_never_overwrites_a_finished_run(tmp_path):
     before = _ok_records(sweep)
     stamps = {k: (sweep / k / "metrics.json").stat().st_mtime_ns for k in before}
     assert len(before) == 2
+    # the sweep's job numbers, in the grid's order (the report keeps this order)
+    assert sorted((r["job"], r["overrides"]["loss"]) for r in before.values()) == [
+        (0, "ce"),
+        (1, "focal"),
+    ]
     # job 0 is now loss=bce: with numbered folders it would land in loss=ce's folder
     again = run_cli(
         ["train.py", "-m", "loss=bce,ce", *TINY_SWEEP, f"hydra.sweep.dir={sweep}", "skip_done=true"]

@@ -243,8 +243,9 @@ def _relative(path: str | None, root: Path) -> str | None:
 def finished_record(run_dir: Path, chash: str, fold: int, seed: int) -> dict | None:
     """An ok metrics.json of the same configuration (config hash), fold and seed, in this run
     folder or a sibling job's folder."""
-    candidates = [run_dir / METRICS_FILE, *sorted(run_dir.parent.glob(f"*/{METRICS_FILE}"))]
-    for path in candidates:
+    own = run_dir / METRICS_FILE
+    siblings = sorted(p for p in run_dir.parent.glob(f"*/{METRICS_FILE}") if p != own)
+    for path in [own, *siblings]:
         if not path.is_file():
             continue
         try:
@@ -263,11 +264,12 @@ def finished_record(run_dir: Path, chash: str, fold: int, seed: int) -> dict | N
 
 def _job_number() -> int | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     if not HydraConfig.initialized():
         return None
     hydra_cfg = HydraConfig.get()
-    return int(hydra_cfg.job.num) if str(hydra_cfg.mode) == "RunMode.MULTIRUN" else None
+    return int(hydra_cfg.job.num) if hydra_cfg.mode == RunMode.MULTIRUN else None
 
 
 def _save_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -390,7 +392,7 @@ def fit_lightning(
             "history": "history.csv",
         }
     )
-    record.wandb = _wandb_entry(trainer)
+    record.wandb = run_entry(trainer)
     return parts
 
 
@@ -462,11 +464,6 @@ def train(cfg: DictConfig) -> dict:
         raise
     finally:
         _finish_wandb()
-
-
-def _wandb_entry(trainer: L.Trainer) -> dict | None:
-    """The W&B run's project, folder, id, mode, group, job type and name (for metrics.json)."""
-    return run_entry(trainer)
 
 
 def _finish_wandb() -> None:
