@@ -325,10 +325,10 @@ def keep_previous(run_dir: Path) -> Path | None:
     if not path.is_file():
         return None
     try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        old = {}
-    if not isinstance(old, dict) or old.get("status") != "ok":
+        old = read_metrics(path)
+    except (OSError, ValueError):  # unreadable or not an object: nothing finished to keep
+        return None
+    if old.get("status") != "ok":
         return None
     stamp = str(old.get("created") or dt.datetime.now().isoformat(timespec="seconds"))
     target = run_dir / PREVIOUS_DIR / stamp.replace(":", "-")
