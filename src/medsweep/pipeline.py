@@ -374,6 +374,9 @@ def fit_lightning(
     record.threads = torch.get_num_threads()
     resume = checked_checkpoint(cfg.get("resume"), "resume")
     trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+    # several devices: the first rank writes the buffered checkpoints as fit ends; the others
+    # wait here so that none loads best.ckpt before it is on disk
+    trainer.strategy.barrier("checkpoints written")
     best = _best_checkpoint(trainer)
     record.best_epoch = (
         int(load_checkpoint(best, "best checkpoint", mmap=True)["epoch"])
