@@ -44,7 +44,9 @@ PIPELINE_ARGS: dict[str, frozenset[str]] = {
     "augmentation.batch_transform": frozenset({"task", "num_classes"}),
 }
 PIPELINE_KEYS: dict[str, frozenset[str]] = {
-    "trainer": frozenset({"threads"}),  # torch threads of the run, set before the Trainer is built
+    # torch threads of the run, set before the Trainer is built; the module's memory format and
+    # torch.compile
+    "trainer": frozenset({"threads", "channels_last", "compile"}),
     "finetune.policy": frozenset({"freeze_bn"}),  # BatchNorm handling of the policy
 }
 TASKS = (None, "binary", "multiclass", "multilabel")
@@ -108,6 +110,14 @@ PLAIN_FIELDS: dict[str, dict[str, Callable[[object], str | None] | None]] = {
     },
     "finetune": {"policy": None, "backbone_lr_scale": _non_negative_number},
     "augmentation": {"albumentations": _ops, "monai": _ops, "batch_transform": None},
+}
+
+
+# the values of PIPELINE_KEYS (the rest of those nodes is checked against the target's signature)
+PIPELINE_KEY_CHECKS: dict[str, Callable[[object], str | None]] = {
+    "trainer.threads": lambda v: None if v is None else _positive_int(v),
+    "trainer.channels_last": _type(bool),
+    "trainer.compile": _type(bool, dict),  # false, true, or torch.compile's keyword arguments
 }
 
 
@@ -178,6 +188,14 @@ def _plain_problems(cfg: DictConfig) -> Iterator[tuple[str, str]]:
             ok, value = _value(node, key)
             if ok and (error := check(value)):
                 yield f"{prefix}{key}", f"{prefix}{key}={value!r} {error}"
+    for path, check in PIPELINE_KEY_CHECKS.items():
+        group, key = path.rsplit(".", 1)
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or key not in node:
+            continue
+        ok, value = _value(node, key)
+        if ok and (error := check(value)):
+            yield path, f"{path}={value!r} {error}"
 
 
 def _node_problems(path: str, node: object) -> Iterator[tuple[str, str]]:

@@ -46,9 +46,18 @@ class ClassificationModule(L.LightningModule):
         scheduler_monitor: str | None = None,
         backbone_lr_scale: float = 1.0,
         batch_transform: Callable | None = None,
+        channels_last: bool = False,
+        compile: bool | dict = False,
     ):
         super().__init__()
         self.model = model
+        # NHWC weights and inputs: faster convolutions on GPUs with tensor cores (AMP)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if compile:
+            # compiled in place: the state dict (checkpoints) keeps the plain module's keys
+            self.model.compile(**(dict(compile) if isinstance(compile, dict) else {}))
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -70,6 +79,8 @@ class ClassificationModule(L.LightningModule):
         self.save_hyperparameters({"task": task, "classes": self.classes})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
@@ -78,7 +89,8 @@ class ClassificationModule(L.LightningModule):
         mixed = stage == "train" and self.batch_transform is not None
         if mixed:
             x, target = self.batch_transform(x, target)
-        logits = self(x)
+        # loss and probabilities in float32 under mixed precision (bf16 softmax sums to 1 +- 1e-3)
+        logits = self(x).float()
         loss = self.loss_fn(logits, target)
         self.log(
             f"{stage}/loss",
@@ -126,7 +138,7 @@ class ClassificationModule(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        return probabilities(self(x), self.task)
+        return probabilities(self(x).float(), self.task)
 
     def _epoch_end(self, stage: str) -> None:
         if stage not in self._updated:

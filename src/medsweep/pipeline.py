@@ -136,7 +136,13 @@ def build_module(
         scheduler_monitor=sched.get("monitor"),
         backbone_lr_scale=cfg.finetune.get("backbone_lr_scale", 1.0),
         batch_transform=build_batch_transform(cfg, dm),
+        channels_last=bool(cfg.trainer.get("channels_last", False)),
+        compile=_plain_value(cfg.trainer.get("compile", False)),
     )
+
+
+def _plain_value(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def _instantiate_dict(group: DictConfig | None) -> list:
@@ -184,6 +190,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> L.Tr
     quiet_library_noise()
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     threads = torch_threads(trainer_cfg.pop("threads", None))
+    for key in ("channels_last", "compile"):  # the module's, see build_module
+        trainer_cfg.pop(key, None)
     torch.set_num_threads(threads)
     callbacks = _instantiate_dict(cfg.get("callbacks")) + extra_callbacks
     policy = cfg.finetune.get("policy")
