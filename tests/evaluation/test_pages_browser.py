@@ -67,4 +67,5 @@ def test_sweep_report_renders(browser, multirun, tmp_path):
     result = check_page(browser, report.files["html"], shot)
     assert result["errors"] == [] and result["failed"] == []
     assert result["images"] and all(c and w > 0 for _, c, w in result["images"])
+    assert result["overflow"] <= 0  # wide tables scroll inside their box, never the page
     assert shot.stat().st_size > 10_000

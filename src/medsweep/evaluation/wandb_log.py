@@ -20,14 +20,22 @@ def log_evaluation(ev) -> str | None:
     mode = wandb_mode() if entry.get("mode") != "offline" else "offline"
     if mode == "disabled":
         return None
+    from pathlib import Path
+
     import wandb
 
+    # entry["dir"] is <root>/wandb/<offline-run-...>: the resumed run's files go beside it under
+    # the same root (where `wandb sync <root>/wandb/offline-run-*` finds both), never inside it
+    root = str(Path(entry["dir"]).parent.parent) if entry.get("dir") else None
     try:
         run = wandb.init(
             project=entry.get("project"),
             id=entry["id"],
             resume="allow",
-            dir=entry.get("dir"),
+            dir=root,
+            group=entry.get("group"),
+            job_type=entry.get("job_type"),
+            name=entry.get("name"),
             mode=mode,
             reinit="create_new",
             settings=wandb.Settings(silent=True, console="off", save_code=False),

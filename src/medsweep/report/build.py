@@ -1,4 +1,5 @@
-"""Build a sweep report: collect runs, compute tables and statistics, write files and figures."""
+"""Build a sweep report: collect runs, compute tables and statistics, draw figures, and compose
+the pages as page models (report.page renders every one of them to Markdown and HTML)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from medsweep.report import html_page
 from medsweep.report.collect import (
     check_comparable,
     collect_runs,
@@ -29,7 +29,18 @@ from medsweep.report.configs import (
     safe_names,
 )
 from medsweep.report.errors import ReportError
-from medsweep.report.page import Heading, Link, Table, Text, blocks_html, blocks_markdown
+from medsweep.report.page import (
+    DASH,
+    Details,
+    Figure,
+    Heading,
+    Link,
+    Page,
+    Table,
+    Text,
+    render_markdown,
+    write_page,
+)
 from medsweep.report.paired import (
     PAIRED_METHOD,
     evaluation_links,
@@ -44,7 +55,6 @@ from medsweep.report.tables import (
     stats_display,
     summary_display,
     summary_table,
-    to_markdown,
 )
 
 log = logging.getLogger(__name__)
@@ -179,22 +189,12 @@ def _draw_figures(report: Report) -> dict[str, list[Path]]:
     return drawn
 
 
-def _failed_section_md(failed: pd.DataFrame, level: str = "##") -> str:
-    body = to_markdown(failed) if len(failed) else "None.\n"
-    return f"{level} Failed runs\n\n{body}"
-
-
 def _missing_lines(report: Report) -> list[str]:
     return [
         f"{label_of(k, report.labels)}: no ok run for fold {', '.join(map(str, v))}"
         for k, v in report.missing.items()
         if v
     ]
-
-
-def _missing_section_md(report: Report) -> str:
-    lines = [f"- {line}" for line in _missing_lines(report)]
-    return "## Missing folds\n\n" + ("\n".join(lines) if lines else "None.") + "\n"
 
 
 def _stats_for_metric(report: Report, metric: str) -> pd.DataFrame:
@@ -218,69 +218,63 @@ def _header_lines(report: Report) -> list[str]:
     return lines
 
 
-def _write_markdown(report: Report, curves: dict[str, list[Path]]) -> None:
-    out = report.out_dir
-    header = "".join(f"- {line}\n" for line in _header_lines(report))
-    parts = [f"# Sweep report: {report.root.resolve().name}\n\n{header}"]
-    parts.append("## Summary\n\nCells are mean ± std (ddof=1) over ok folds.\n\n")
-    parts[-1] += to_markdown(report.summary_text)
+# Sections: each a list of page blocks (report.page), composed into the pages below.
+
+
+def _lead_blocks(report: Report) -> list:
+    """The headline: the best configuration on the chosen metric and its gain over the baseline."""
+    text = report.summary_text
+    if not report.metric or not len(text) or report.metric not in text:
+        return []
+    best = text.iloc[0]
+    if best[report.metric] == DASH:
+        return []
+    line = f"Best on {report.metric}: {best['Configuration']} — {best[report.metric]}"
+    delta = best.get("Δ vs baseline (95% CI)")
+    if delta == "baseline":
+        line += " (the baseline)"
+    elif isinstance(delta, str) and delta != DASH:
+        line += f"; Δ vs baseline {delta}"
+    return [Text(line, "lead")]
+
+
+def _summary_blocks(report: Report) -> list:
+    """The ranked summary table, with the fold-score figure above it."""
+    blocks: list = [Heading("Summary", anchor="summary")]
     if "fold_scores" in report.files:
-        rel = report.files["fold_scores"].relative_to(out).as_posix()
-        parts.append(f"![{report.metric} per fold]({rel})\n")
-    if report.metric and len(report.stats):
-        chosen = stats_display(_stats_for_metric(report, report.metric), labels=report.labels)
-        parts.append(
-            f"## Comparison with the baseline on {report.metric}\n\n{to_markdown(chosen)}\n"
-            "See stats.md for every metric and the method.\n"
-        )
-    parts += [blocks_markdown(_paired_blocks(report)), blocks_markdown(_eval_link_blocks(report))]
-    parts.append(_missing_section_md(report))
-    parts.append(_failed_section_md(report.failed))
-    report.files["summary_md"] = out / "summary.md"
-    report.files["summary_md"].write_text("\n".join(parts))
+        rel = report.files["fold_scores"].relative_to(report.out_dir).as_posix()
+        blocks.append(Figure(rel, f"{report.metric} per fold"))
+    blocks.append(Text("Cells are mean ± std (ddof=1) over ok folds."))
+    blocks.append(Table(report.summary_text))
+    return blocks
 
-    stats_parts = [f"# Comparison with the baseline: {report.root.resolve().name}\n\n{header}"]
-    stats_parts.append(STATS_METHOD + "\n")
-    if len(report.stats):
-        ordered = [report.metric] + [m for m in report.metrics if m != report.metric]
-        for metric in ordered:
-            rows = _stats_for_metric(report, metric)
-            if len(rows):
-                stats_parts.append(
-                    f"## {metric}\n\n{to_markdown(stats_display(rows, labels=report.labels))}"
-                )
-    else:
-        stats_parts.append("No comparison: fewer than two configurations.\n")
-    stats_parts.append(_missing_section_md(report))
-    stats_parts.append(_failed_section_md(report.failed))
-    report.files["stats_md"] = out / "stats.md"
-    report.files["stats_md"].write_text("\n".join(stats_parts))
 
-    per_config_dir = out / "per_config"
-    per_config_dir.mkdir(exist_ok=True)
-    keys = list(report.per_config)
-    by_label = safe_names([label_of(k, report.labels) for k in keys])
-    names = {k: by_label[label_of(k, report.labels)] for k in keys}
-    for key, table in report.per_config.items():
-        group = report.runs[report.runs["config_key"] == key]
-        n_ok = int((group["status"] == "ok").sum())
-        info = f"Runs: {len(group)} ({n_ok} ok, {len(group) - n_ok} failed)"
-        if report.missing.get(key):
-            info += " · missing folds: " + ", ".join(map(str, report.missing[key]))
-        title = f"# Configuration: {label_of(key, report.labels)}\n\n"
-        text = [f"{title}Key: `{key}`\n\n{info}\n", to_markdown(table, index=True)]
-        failed = report.failed[report.failed["run"].isin(group["run"])]
-        text.append(_failed_section_md(failed))
-        if key in curves:
-            text.append("## Training curves\n")
-            text += [f"![{p.stem}](../{p.relative_to(out).as_posix()})" for p in curves[key]]
-        path = per_config_dir / f"{names[key]}.md"
-        path.write_text("\n".join(text) + "\n")
-        report.files[f"per_config:{key}"] = path
+def _stats_tables(report: Report) -> list[tuple[str, Table]]:
+    """The baseline comparison of each metric, the chosen metric first."""
+    ordered = [report.metric] + [m for m in report.metrics if m != report.metric]
+    out = []
+    for metric in ordered:
+        rows = _stats_for_metric(report, metric)
+        if len(rows):
+            out.append((metric, Table(stats_display(rows, labels=report.labels))))
+    return out
+
+
+def _stats_blocks(report: Report) -> list:
+    """Every metric's comparison with the baseline, the chosen one open."""
+    tables = _stats_tables(report)
+    if not tables:
+        return []
+    blocks: list = [
+        Heading("Comparison with the baseline", anchor="stats"),
+        Text(STATS_METHOD, "meta"),
+    ]
+    blocks += [Details(m, [t], open=i == 0) for i, (m, t) in enumerate(tables)]
+    return blocks
 
 
 def _paired_blocks(report: Report) -> list:
-    """The paired test-set comparisons section (DeLong, McNemar) as page blocks."""
+    """The paired test-set comparisons section (DeLong, McNemar)."""
     if report.paired is None or not len(report.paired):
         return []
     return [
@@ -302,6 +296,135 @@ def _eval_link_blocks(report: Report) -> list:
     return blocks
 
 
+def _missing_blocks(report: Report) -> list:
+    lines = _missing_lines(report)
+    body = [Text(line, "note") for line in lines] or [Text("None.")]
+    return [Heading("Missing folds", anchor="missing"), *body]
+
+
+def _failed_blocks(failed: pd.DataFrame, level: int = 2) -> list:
+    body = Table(failed, css="failed") if len(failed) else Text("None.")
+    return [Heading("Failed runs", level, anchor="failed" if level == 2 else ""), body]
+
+
+def _config_names(report: Report) -> dict[str, str]:
+    """A file-system-safe name per configuration (per_config/ files and HTML anchors)."""
+    keys = list(report.per_config)
+    by_label = safe_names([label_of(k, report.labels) for k in keys])
+    return {k: by_label[label_of(k, report.labels)] for k in keys}
+
+
+def _config_body(report: Report, key: str, curves: dict[str, list[Path]], prefix: str) -> list:
+    """One configuration: its runs, fold table and training curves (paths from ``prefix``)."""
+    group = report.runs[report.runs["config_key"] == key]
+    n_ok = int((group["status"] == "ok").sum())
+    blocks: list = [
+        Text(f"Key: {key}", "meta"),
+        Text(f"Runs: {len(group)} ({n_ok} ok, {len(group) - n_ok} failed)", "meta"),
+    ]
+    if report.missing.get(key):
+        blocks.append(Text("Missing folds: " + ", ".join(map(str, report.missing[key])), "note"))
+    blocks.append(Table(report.per_config[key], index=True))
+    if key in curves:
+        figures = [
+            Figure(prefix + p.relative_to(report.out_dir).as_posix(), p.stem) for p in curves[key]
+        ]
+        blocks.append(Details(f"Training curves ({len(figures)} runs)", figures))
+    return blocks
+
+
+def _configs_blocks(report: Report, curves: dict[str, list[Path]]) -> list:
+    names = _config_names(report)
+    blocks: list = [Heading("Configurations", anchor="configs")]
+    for key in report.per_config:
+        label = label_of(key, report.labels)
+        blocks.append(Heading(label, 3, anchor=f"config-{names[key]}"))
+        blocks += _config_body(report, key, curves, prefix="")
+    return blocks
+
+
+# Pages: the full report (report.md and report.html) and the short Markdown pages beside it.
+
+
+def _title(report: Report) -> str:
+    return f"Sweep report: {report.root.resolve().name}"
+
+
+def report_page(report: Report, curves: dict[str, list[Path]], meta: list[str]) -> Page:
+    """The whole report as one page model, rendered to report.md and report.html."""
+    blocks = [
+        *_lead_blocks(report),
+        *_summary_blocks(report),
+        *_stats_blocks(report),
+        *_paired_blocks(report),
+        *_eval_link_blocks(report),
+        *_missing_blocks(report),
+        *_failed_blocks(report.failed),
+        *_configs_blocks(report, curves),
+    ]
+    return Page(_title(report), meta, blocks)
+
+
+def summary_page(report: Report, meta: list[str]) -> Page:
+    """summary.md: the ranking, the chosen metric's comparison and what went wrong."""
+    blocks = [*_lead_blocks(report), *_summary_blocks(report)]
+    tables = _stats_tables(report)
+    if report.metric and tables and tables[0][0] == report.metric:
+        blocks += [
+            Heading(f"Comparison with the baseline on {report.metric}", anchor="stats"),
+            tables[0][1],
+            Text("See stats.md for every metric and the method."),
+        ]
+    blocks += [
+        *_paired_blocks(report),
+        *_eval_link_blocks(report),
+        *_missing_blocks(report),
+        *_failed_blocks(report.failed),
+    ]
+    return Page(_title(report), meta, blocks)
+
+
+def stats_page(report: Report, meta: list[str]) -> Page:
+    """stats.md: the method and every metric's comparison with the baseline."""
+    blocks: list = [Text(STATS_METHOD)]
+    tables = _stats_tables(report)
+    for metric, table in tables:
+        blocks += [Heading(metric), table]
+    if not tables:
+        blocks.append(Text("No comparison: fewer than two configurations."))
+    blocks += [*_missing_blocks(report), *_failed_blocks(report.failed)]
+    return Page(f"Comparison with the baseline: {report.root.resolve().name}", meta, blocks)
+
+
+def config_page(report: Report, key: str, curves: dict[str, list[Path]]) -> Page:
+    """per_config/<name>.md: one configuration with its failed runs."""
+    group = report.runs[report.runs["config_key"] == key]
+    failed = report.failed[report.failed["run"].isin(group["run"])]
+    blocks = _config_body(report, key, curves, prefix="../") + _failed_blocks(failed)
+    return Page(f"Configuration: {label_of(key, report.labels)}", [], blocks)
+
+
+def _write_pages(report: Report, curves: dict[str, list[Path]]) -> None:
+    """Render every page of the report with the one renderer (report.page)."""
+    out = report.out_dir
+    meta = _header_lines(report)
+    written = write_page(report_page(report, curves, meta), out / "report")
+    report.files["html"], report.files["md"] = written["html"], written["md"]
+    for name, page in (
+        ("summary", summary_page(report, meta)),
+        ("stats", stats_page(report, meta)),
+    ):
+        report.files[f"{name}_md"] = out / f"{name}.md"
+        report.files[f"{name}_md"].write_text(render_markdown(page))
+    per_config_dir = out / "per_config"
+    per_config_dir.mkdir(exist_ok=True)
+    names = _config_names(report)
+    for key in report.per_config:
+        path = per_config_dir / f"{names[key]}.md"
+        path.write_text(render_markdown(config_page(report, key, curves)))
+        report.files[f"per_config:{key}"] = path
+
+
 def _write_csv(report: Report) -> None:
     out = report.out_dir
     report.files["folds_csv"] = out / "folds.csv"
@@ -313,55 +436,6 @@ def _write_csv(report: Report) -> None:
     if report.paired is not None and len(report.paired):
         report.files["paired_csv"] = out / "paired.csv"
         report.paired.to_csv(report.files["paired_csv"], index=False, float_format="%.10g")
-
-
-def _write_html(report: Report, curves: dict[str, list[Path]]) -> None:
-    out = report.out_dir
-    h = html_page
-    sections = []
-    summary_body = h.paragraph("Cells are mean ± std (ddof=1) over ok folds.")
-    summary_body += h.table_html(report.summary_text)
-    if "fold_scores" in report.files:
-        rel = report.files["fold_scores"].relative_to(out).as_posix()
-        summary_body += h.figure_html(rel, f"{report.metric} per fold")
-    sections.append(h.section_html("Summary", summary_body, anchor="summary"))
-    if len(report.stats):
-        body = h.paragraph(STATS_METHOD, "meta")
-        ordered = [report.metric] + [m for m in report.metrics if m != report.metric]
-        for i, metric in enumerate(ordered):
-            rows = _stats_for_metric(report, metric)
-            if len(rows):
-                table = h.table_html(stats_display(rows, labels=report.labels))
-                body += h.details_html(metric, table, open_=i == 0)
-        sections.append(h.section_html("Comparison with the baseline", body, anchor="stats"))
-    sections.append(blocks_html(_paired_blocks(report)))
-    sections.append(blocks_html(_eval_link_blocks(report)))
-    missing = _missing_lines(report)
-    missing_body = "".join(h.paragraph(m, "note") for m in missing) or h.paragraph("None.")
-    sections.append(h.section_html("Missing folds", missing_body, anchor="missing"))
-    failed_body = (
-        h.table_html(report.failed, css_class="failed")
-        if len(report.failed)
-        else h.paragraph("None.")
-    )
-    sections.append(h.section_html("Failed runs", failed_body, anchor="failed"))
-    config_blocks = []
-    for key, table in report.per_config.items():
-        body = h.table_html(table, index=True)
-        if report.missing.get(key):
-            note = "Missing folds: " + ", ".join(map(str, report.missing[key]))
-            body += h.paragraph(note, "note")
-        if key in curves:
-            figures = "".join(
-                h.figure_html(p.relative_to(out).as_posix(), p.stem) for p in curves[key]
-            )
-            body += h.details_html(f"Training curves ({len(curves[key])} runs)", figures)
-        body = h.paragraph(f"Key: {key}", "meta") + body
-        config_blocks.append(h.section_html(label_of(key, report.labels), body, level=3))
-    sections.append(h.section_html("Configurations", "".join(config_blocks), anchor="configs"))
-    title = f"Sweep report: {report.root.resolve().name}"
-    report.files["html"] = out / "report.html"
-    report.files["html"].write_text(h.page_html(title, _header_lines(report), sections))
 
 
 def _write_meta(report: Report) -> None:
@@ -491,8 +565,7 @@ def build_report(
     _prepare_out_dir(out_dir)
     curves = _draw_figures(report) if figures else {}
     _write_csv(report)
-    _write_markdown(report, curves)
-    _write_html(report, curves)
+    _write_pages(report, curves)
     if wandb:
         _log_wandb(report)
         if report.wandb_dir is not None:

@@ -50,12 +50,13 @@ class Link:
 
 @dataclass
 class Table:
-    """A table: floats get ``DIGITS`` significant digits, missing values a dash."""
+    """A table: floats get ``digits`` significant digits, missing values a dash."""
 
     frame: pd.DataFrame
     index: bool = False
     caption: str = ""
     css: str = ""
+    digits: int = DIGITS
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _md_cell(text: str) -> str:
 
 
 def _table_md(block: Table) -> str:
-    shown = display_frame(block.frame, block.index)
+    shown = display_frame(block.frame, block.index, block.digits)
     header = [str(c) for c in shown.columns]
     lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
     lines.append("| " + " | ".join("---" for _ in header) + " |")
@@ -156,7 +157,7 @@ def _block_md(block) -> str:
     if isinstance(block, Figure):
         return f"![{block.caption}]({block.src})\n"
     if isinstance(block, Gallery):
-        title = f"{block.title}\n\n" if block.title else ""
+        title = f"#### {block.title}\n\n" if block.title else ""
         cells = " ".join(f"![{f.caption}]({f.src})" for f in block.items)
         captions = "".join(f"- {f.caption}\n" for f in block.items)
         return f"{title}{cells}\n\n{captions}"
@@ -199,7 +200,7 @@ details { margin: 0.4rem 0; } summary { cursor: pointer; }
 
 
 def _table_html(block: Table) -> str:
-    shown = display_frame(block.frame, block.index)
+    shown = display_frame(block.frame, block.index, block.digits)
     head = "".join(f"<th>{escape(str(c))}</th>" for c in shown.columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
@@ -271,19 +272,6 @@ def write_page(page: Page, stem) -> dict[str, object]:
     return {"md": md, "html": html}
 
 
-def blocks_of(items: Sequence) -> list:
-    """Flatten nested block lists."""
-    out = []
-    for item in items:
-        out += blocks_of(item) if isinstance(item, list) else [item]
-    return out
-
-
 def blocks_markdown(blocks: Sequence) -> str:
-    """Blocks as Markdown (to splice into a page rendered elsewhere)."""
+    """Blocks as Markdown, without a page around them."""
     return "\n".join(_block_md(b) for b in blocks)
-
-
-def blocks_html(blocks: Sequence) -> str:
-    """Blocks as HTML (to splice into a page rendered elsewhere)."""
-    return "".join(_block_html(b) for b in blocks)

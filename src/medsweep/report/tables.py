@@ -1,4 +1,4 @@
-"""Per-fold and summary tables of a sweep, and their Markdown rendering."""
+"""Per-fold and summary tables of a sweep, and their display text (mean ± std, differences)."""
 
 from __future__ import annotations
 
@@ -240,21 +240,9 @@ def stats_display(
     ).reset_index(drop=True)
 
 
-def _escape_cell(value: object) -> str:
-    missing = value is None or (pd.api.types.is_scalar(value) and pd.isna(value))
-    text = DASH if missing else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
 def to_markdown(table: pd.DataFrame, index: bool = False, digits: int = 3) -> str:
-    """Render a DataFrame as a GitHub-flavoured Markdown table (numbers with ``digits``)."""
-    frame = table.reset_index() if index else table
-    header = [str(c) for c in frame.columns]
-    lines = [
-        "| " + " | ".join(_escape_cell(h) for h in header) + " |",
-        "| " + " | ".join("---" for _ in header) + " |",
-    ]
-    for row in frame.itertuples(index=False):
-        cells = [format_number(v, digits) if isinstance(v, float) else v for v in row]
-        lines.append("| " + " | ".join(_escape_cell(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    """Render a DataFrame as a GitHub-flavoured Markdown table (floats with ``digits``
+    significant digits), as every page medsweep writes renders it."""
+    from medsweep.report.page import Table, blocks_markdown
+
+    return blocks_markdown([Table(table, index=index, digits=digits)])
