@@ -213,8 +213,68 @@ ANIMAL_CLASSES = [
 ]
 
 
-def animal_mnist() -> ImageSource:
-    """10,000 animal silhouettes (28x28, 10 balanced classes) shipped in the ``animal-mnist`` wheel."""
+def per_class_subset(
+    labels: np.ndarray, per_class: int | list[int] | None, seed: int, key: str
+) -> np.ndarray:
+    """Indices (sorted) of at most ``per_class`` samples of each class, drawn with ``seed``.
+
+    ``per_class`` is one count for every class or a list with a count per class (an imbalanced
+    subset); ``None`` keeps every sample. ``key`` names the config field in errors.
+    """
+    order = np.arange(len(labels))
+    if per_class is None:
+        return order
+    classes = np.unique(labels)
+    counts = [int(per_class)] * len(classes) if np.isscalar(per_class) else list(per_class)
+    if len(counts) != len(classes) or min(counts) < 1:
+        raise ValueError(
+            f"{key}={per_class!r}: one positive count, or one per class ({len(classes)})"
+        )
+    rng = np.random.default_rng(seed)
+    keep = []
+    for cls, count in zip(classes, counts):
+        members = order[labels == cls]
+        if count > len(members):
+            raise ValueError(f"{key}: class {cls} has {len(members)} samples, {count} asked")
+        keep.append(rng.choice(members, size=count, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def lfw_faces(
+    per_class: int | list[int] | None = None, seed: int = 0, on_bad: str = "skip"
+) -> ImageSource:
+    """200 photographs (25x25 grayscale): 100 faces from Labeled Faces in the Wild and 100 other
+    image patches, shipped in the scikit-image wheel; a small binary task (positive: face).
+
+    ``per_class`` draws a smaller or imbalanced subset (``[non-face, face]`` counts) with ``seed``.
+    One non-face patch (index 152) is a single grey value; the data check leaves it out unless
+    ``on_bad="error"``.
+    """
+    try:
+        path = resources.files("skimage") / "data" / "lfw_subset.npy"
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "data=lfw_faces needs the scikit-image package: pip install scikit-image"
+        ) from exc
+    with path.open("rb") as handle:
+        images = np.load(handle, allow_pickle=False)  # (200, 25, 25) in [0, 1]
+    labels = np.r_[np.ones(100), np.zeros(100)].astype(np.int64)  # faces first, then others
+    keep = per_class_subset(labels, per_class, seed, "data.source.per_class")
+    return ImageSource(
+        labels[keep],
+        ["non-face", "face"],
+        "lfw_faces",
+        images=_to_uint8(images[keep], 1.0),
+        on_bad=on_bad,
+    )
+
+
+def animal_mnist(per_class: int | list[int] | None = None, seed: int = 0) -> ImageSource:
+    """10,000 animal silhouettes (28x28, 10 balanced classes) shipped in the ``animal-mnist`` wheel.
+
+    ``per_class`` draws a smaller or imbalanced subset (a count, or one per class in
+    ``ANIMAL_CLASSES`` order) with ``seed``.
+    """
     try:
         folder = resources.files("animal_mnist") / "data" / "Animal_MNIST"
     except ModuleNotFoundError as exc:
@@ -231,11 +291,13 @@ def animal_mnist() -> ImageSource:
             )
         arrays.append(pickle.loads(gzip.decompress(raw)))  # safe: content verified by hash above
     images, labels = arrays
+    labels = np.asarray(labels, dtype=np.int64)
+    keep = per_class_subset(labels, per_class, seed, "data.source.per_class")
     return ImageSource(
-        np.asarray(labels, dtype=np.int64),
+        labels[keep],
         list(ANIMAL_CLASSES),
         "animal_mnist",
-        images=np.asarray(images, dtype=np.uint8),
+        images=np.asarray(images, dtype=np.uint8)[keep],
     )
 
 
