@@ -31,6 +31,7 @@ from pathlib import Path, PurePath
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from medsweep.data.cache import CACHE_MODES
 from medsweep.data.transforms import NORMALIZATIONS
 
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
@@ -98,8 +99,16 @@ PLAIN_FIELDS: dict[str, dict[str, Callable[[object], str | None] | None]] = {
         "channels": _one_of(1, 3),
         "normalization": _one_of(*NORMALIZATIONS),
         "batch_size": _positive_int,
-        "num_workers": _non_negative_int,
-        "pin_memory": _type(bool),
+        # the loaders (none of these changes a result)
+        "num_workers": lambda v: (
+            None if v == "auto" else _non_negative_int(v) and "must be an integer >= 0 or auto"
+        ),
+        "persistent_workers": _type(bool),
+        "pin_memory": lambda v: (
+            None if v == "auto" else _type(bool)(v) and "must be true, false or auto"
+        ),
+        "prefetch_factor": _positive_int,
+        "cache": _one_of(*CACHE_MODES),  # the decoded-image cache
         "on_bad": _type(str),  # the sources' handling of unreadable samples
         "classes": _type(list, type(None)),  # the declared class list
     },

@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.losses import FocalLoss as MonaiFocalLoss
 from torch import nn
 
 
@@ -185,6 +184,8 @@ class FocalLoss(nn.Module):
         self.register_buffer(
             "binary_weight", _as_tensor(weight) if binary else None, persistent=False
         )
+        from monai.losses import FocalLoss as MonaiFocalLoss  # MONAI loads only with this loss
+
         self.focal = MonaiFocalLoss(
             gamma=gamma,
             alpha=None if self.positive_alpha is not None else alpha,

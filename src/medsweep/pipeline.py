@@ -21,7 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from medsweep.callbacks import CarryCheckpoints, EpochSeeds, History, Timing
 from medsweep.checkpoints import checked_checkpoint, load_checkpoint
 from medsweep.config_check import check_config
-from medsweep.data.datamodule import ImageDataModule, ImageDataset
+from medsweep.data.datamodule import (
+    ImageDataModule,
+    ImageDataset,
+    available_cpus,
+    resolve_pin_memory,
+)
 from medsweep.data.transforms import resolve_normalization
 from medsweep.losses import check_loss_output, loss_arguments
 from medsweep.metrics import evaluate_probabilities
@@ -86,9 +91,15 @@ def build_datamodule(cfg: DictConfig, run_dir: Path | None = None) -> ImageDataM
         train_monai=[instantiate(op) for op in aug.get("monai") or []],
         seed=cfg.seed,
         splits_path=run_dir / "splits.json" if run_dir else None,
-        pin_memory=data.get("pin_memory", False),
+        pin_memory=resolve_pin_memory(
+            data.get("pin_memory", False), cfg.get("trainer", {}).get("accelerator")
+        ),
         train_sampler=balance.sampler,
         train_index_hook=balance.train_indices,
+        persistent_workers=data.get("persistent_workers", True),
+        prefetch_factor=data.get("prefetch_factor", 2),
+        cache=data.get("cache", "none"),
+        cpus=job_cpus(),  # this job's share when a launcher runs several at once
     )
     dm.setup()
     dm.balance = balance
@@ -158,7 +169,6 @@ def torch_threads(requested: int | None) -> int:
     import os
 
     import psutil
-    from hydra.core.hydra_config import HydraConfig
 
     if requested is not None:
         if int(requested) < 1:
@@ -168,15 +178,35 @@ def torch_threads(requested: int | None) -> int:
     if env.isdigit() and int(env) > 0:
         return int(env)
     logical = os.cpu_count() or 1
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
+    allowed = available_cpus()
     cores = min(psutil.cpu_count(logical=False) or logical, allowed)
-    jobs = 1
+    return max(1, cores // parallel_jobs(allowed))
+
+
+def parallel_jobs(allowed: int) -> int:
+    """Jobs run at once: a Hydra launcher's ``n_jobs`` (joblib), else 1."""
+    from hydra.core.hydra_config import HydraConfig
+
     if HydraConfig.initialized():
         n_jobs = HydraConfig.get().launcher.get("n_jobs")
         if n_jobs is not None:
             # joblib's convention: -1 is every CPU, -2 all but one, ...
-            jobs = int(n_jobs) if n_jobs > 0 else max(1, allowed + 1 + int(n_jobs))
-    return max(1, cores // max(1, jobs))
+            return max(1, int(n_jobs) if n_jobs > 0 else allowed + 1 + int(n_jobs))
+    return 1
+
+
+def job_cpus() -> int:
+    """Logical CPUs of this job: those the process may run on, shared among parallel jobs, and
+    at most $MEDSWEEP_JOB_CPUS when set (the CPUs a launcher gives each job, as local_gpus does).
+
+    $OMP_NUM_THREADS is not read: it caps torch's threads in a process, not the loader's workers.
+    """
+    import os
+
+    allowed = available_cpus()
+    share = max(1, allowed // parallel_jobs(allowed))
+    env = os.environ.get("MEDSWEEP_JOB_CPUS", "").strip()
+    return min(share, int(env)) if env.isdigit() and int(env) > 0 else share
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> L.Trainer:
@@ -453,7 +483,7 @@ def train(cfg: DictConfig) -> dict:
         dm = build_datamodule(cfg, run_dir)
         record.task, record.classes = dm.task, list(dm.classes)
         record.sizes = dm.splits.sizes()
-        record.data = {"name": dm.source.name, "n": len(dm.source)}
+        record.data = {"name": dm.source.name, "n": len(dm.source), "loader": dm.loader_settings}
         record.data_check = getattr(dm, "data_check", None)
         record.paths["splits"] = "splits.json"
         save(run_dir)

@@ -54,6 +54,7 @@ HASH_EXCLUDED = (
     "data.pin_memory",
     "data.persistent_workers",
     "data.prefetch_factor",
+    "data.cache",
 )
 
 

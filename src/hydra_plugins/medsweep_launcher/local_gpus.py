@@ -317,7 +317,8 @@ class LocalGpusLauncher(Launcher):
         env = {**os.environ, **self.env}
         env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # ids as nvidia-smi numbers them
         env["CUDA_VISIBLE_DEVICES"] = lease.cuda_visible_devices
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        # torch threads, and the CPUs the job may use (its data loader's workers: MEDSWEEP_JOB_CPUS)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MEDSWEEP_JOB_CPUS"):
             env[name] = str(threads)
         if not self.console:
             job.run_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ decode options, so a changed file makes a new cache rather than a stale one.
 
 ``CachedSource`` serves the cached images where the source's ``image(i)`` was called; the
 transform's own resize then meets an image of its size and leaves it as it is (a copy), so every
-tensor, and every result, is the same as without the cache.
+tensor, and every result, is the same as without the cache. ``image_cache`` is what the datamodule
+calls with ``data.cache`` (``cache_mode`` resolves ``auto``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when the cached pixels would change (resize method, channel conversion)
 MEMORY_LIMIT = 512 * 2**20  # bytes; larger sets are memory-mapped files
+CACHE_MODES = ("auto", "memory", "disk", "none")  # data.cache
 _IN_MEMORY: dict[str, np.ndarray] = {}  # key -> images, for the runs of this process
 
 
@@ -89,13 +93,15 @@ def cached_images(
     image_size: int,
     channels: int,
     folder: str | Path | None = None,
-    memory_limit: int = MEMORY_LIMIT,
+    memory_limit: float = MEMORY_LIMIT,
+    threads: int = 1,
 ) -> np.ndarray:
     """Every image of ``source`` decoded, converted to ``channels`` and resized, as uint8 (N, S, S, C).
 
     Up to ``memory_limit`` bytes the array is kept in this process's memory; above, it is a
     read-only memory map of ``folder/images-<key>.npy`` (default ``$MEDSWEEP_CACHE/images``),
-    written once (atomically) by the first process that needs it.
+    written once (atomically) by the first process that needs it. ``threads`` decode at once
+    while it is built (each image is a function of its file alone: the order does not matter).
     """
     key = source_key(source, image_size, channels)
     shape = (len(source), image_size, image_size, channels)
@@ -103,7 +109,7 @@ def cached_images(
     if nbytes <= memory_limit:
         if key in _IN_MEMORY:
             return _IN_MEMORY[key]
-        images = _fill(np.empty(shape, dtype=np.uint8), source, image_size, channels)
+        images = _fill(np.empty(shape, dtype=np.uint8), source, image_size, channels, threads)
         images.setflags(write=False)
         _IN_MEMORY[key] = images
         return images
@@ -113,7 +119,7 @@ def cached_images(
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        _fill(out, source, image_size, channels)
+        _fill(out, source, image_size, channels, threads)
         out.flush()
         del out
         os.replace(tmp, path)
@@ -121,9 +127,19 @@ def cached_images(
     return np.load(path, mmap_mode="r")
 
 
-def _fill(out: np.ndarray, source: ImageSource, image_size: int, channels: int) -> np.ndarray:
-    for i in range(len(source)):
+def _fill(
+    out: np.ndarray, source: ImageSource, image_size: int, channels: int, threads: int = 1
+) -> np.ndarray:
+    def one(i: int) -> None:
         out[i] = resize_like_transform(source.image(i), image_size, channels)
+
+    if threads > 1:  # decoding and resizing release the GIL
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in pool.map(one, range(len(source))):
+                pass
+    else:
+        for i in range(len(source)):
+            one(i)
     return out
 
 
@@ -170,6 +186,50 @@ def cached_source(
 ) -> CachedSource:
     """``source`` whose images come from ``cached_images`` (built on first use)."""
     return CachedSource(source, cached_images(source, image_size, channels, **kwargs))
+
+
+def cache_mode(
+    mode: str, source: ImageSource, image_size: int, channels: int, memory_limit: int = MEMORY_LIMIT
+) -> str:
+    """``data.cache`` for ``source``: ``memory``, ``disk`` or ``none``.
+
+    ``auto`` is ``none`` for pixels already held in memory (an npz, the digits: only the resize
+    would be saved), ``memory`` for image files whose resized images fit in ``memory_limit``
+    bytes, and ``disk`` for larger sets.
+    """
+    if mode not in CACHE_MODES:
+        raise ValueError(f"data.cache={mode!r} is not valid; choose one of {list(CACHE_MODES)}")
+    if mode != "auto":
+        return mode
+    if source.images is not None:
+        return "none"
+    nbytes = len(source) * image_size * image_size * channels
+    return "memory" if nbytes <= memory_limit else "disk"
+
+
+def image_cache(
+    source: ImageSource,
+    image_size: int,
+    channels: int,
+    mode: str,
+    folder: str | Path | None = None,
+    threads: int = 1,
+) -> ImageSource | CachedSource:
+    """``source`` served from its cache of resized images kept in ``mode`` (memory | disk), or
+    ``source`` itself for ``none``. The disk cache lives in ``folder`` (default
+    ``$MEDSWEEP_CACHE/images``)."""
+    if mode == "none":
+        return source
+    if mode not in ("memory", "disk"):
+        raise ValueError(f"image cache mode {mode!r}: resolve it with cache_mode first")
+    limit = math.inf if mode == "memory" else -1
+    images = cached_images(
+        source, image_size, channels, folder=folder, memory_limit=limit, threads=threads
+    )
+    log.info(
+        "image cache (%s): %d images of %s at %d px", mode, len(source), source.name, image_size
+    )
+    return CachedSource(source, images)
 
 
 TENSOR_LIMIT = 256 * 2**20  # bytes of float32 samples kept by ``tensor_cache``

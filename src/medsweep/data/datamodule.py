@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,38 @@ from medsweep.data.sources import ImageSource
 from medsweep.data.transforms import ImageTransform, normalization_stats, to_channels
 
 log = logging.getLogger(__name__)
+
+AUTO_MIN_IMAGES = 1000  # smaller sets: loader workers cost more to start than they save
+AUTO_MAX_WORKERS = 8
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def auto_workers(source: ImageSource, cpus: int) -> int:
+    """Loader workers for ``data.num_workers=auto``.
+
+    0 for pixels already in memory or a set of fewer than ``AUTO_MIN_IMAGES`` images (workers
+    would only add their start-up); otherwise one less than ``cpus`` (the training process keeps
+    one), at most ``AUTO_MAX_WORKERS``.
+    """
+    if source.images is not None or len(source) < AUTO_MIN_IMAGES:
+        return 0
+    return max(0, min(AUTO_MAX_WORKERS, cpus - 1))
+
+
+def resolve_pin_memory(value: bool | str, accelerator: str | None) -> bool:
+    """``data.pin_memory``: ``auto`` is true only when training on CUDA (``trainer.accelerator``
+    gpu, cuda, or auto with a CUDA device present)."""
+    if value == "auto":
+        return str(accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    if not isinstance(value, bool):
+        raise ValueError(f"data.pin_memory={value!r} must be true, false or auto")
+    return value
 
 
 class ImageDataset(Dataset):
@@ -89,15 +122,25 @@ class ImageDataModule(L.LightningDataModule):
         channels: int = 1,
         normalization: str = "half",
         batch_size: int = 64,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         train_albumentations: Sequence = (),
         train_monai: Sequence = (),
         seed: int = 42,
         splits_path: str | Path | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | str = False,
         train_sampler: Callable[[np.ndarray], Sampler] | None = None,
         train_index_hook: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = 2,
+        cache: str = "none",
+        cache_dir: str | Path | None = None,
+        cpus: int | None = None,
     ):
+        """``num_workers`` may be ``auto`` (see ``auto_workers``, from ``cpus``: default the
+        process's); ``persistent_workers`` and ``prefetch_factor`` apply only with workers.
+        ``cache`` (auto | memory | disk | none, see ``medsweep.data.cache.cache_mode``) serves
+        decoded, resized images, built when the first loader is made; a disk cache is kept in
+        ``cache_dir`` (default ``$MEDSWEEP_CACHE/images``), never inside the run folder."""
         super().__init__()
         self.source = source
         self.splitter = splitter or Holdout(seed=seed)
@@ -113,8 +156,14 @@ class ImageDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.train_sampler = train_sampler
         self.train_index_hook = train_index_hook
+        self.persistent_workers = persistent_workers
+        self.prefetch_factor = prefetch_factor
+        self.cache = cache
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cpus = cpus
         self.splits: Splits | None = None
         self.datasets: dict[str, ImageDataset] = {}
+        self._images_cached = False
 
     @property
     def task(self) -> str:
@@ -139,11 +188,18 @@ class ImageDataModule(L.LightningDataModule):
         """
         if self.splits is not None:
             return
+        from medsweep.data.cache import cache_mode
         from medsweep.data.preflight import check_source
 
+        self.cpus = int(self.cpus or available_cpus())
+        if self.num_workers == "auto":
+            self.num_workers = auto_workers(self.source, self.cpus)
+        if self.pin_memory == "auto":  # no trainer known here: CUDA when there is one
+            self.pin_memory = resolve_pin_memory("auto", "auto")
         self.source, self.data_check = check_source(
             self.source, self.splitter, workers=self.num_workers
         )
+        self.cache = cache_mode(self.cache, self.source, self.image_size, self.channels)
         splits = self.splitter.split(self.source)
         check_disjoint(splits, self.source.groups, self.source.name)
         if not len(splits.train) or not len(splits.val):
@@ -179,6 +235,45 @@ class ImageDataModule(L.LightningDataModule):
         }
         log.info("split %s: train=%d val=%d test=%d", self.source.name, *splits.sizes().values())
 
+    @property
+    def loader_settings(self) -> dict:
+        """The loaders' settings as resolved at setup (``auto`` replaced): what the run used."""
+        workers = int(self.num_workers) if self.num_workers != "auto" else None
+        return {
+            "num_workers": workers,
+            "persistent_workers": bool(self.persistent_workers and workers),
+            "pin_memory": bool(self.pin_memory),
+            "prefetch_factor": self.prefetch_factor if workers else None,
+            "cache": self.cache,
+        }
+
+    def _cache_folder(self) -> Path:
+        from medsweep.data.filecache import user_cache_dir
+
+        folder = (self.cache_dir or user_cache_dir() / "images").expanduser().resolve()
+        if self.splits_path is not None:
+            run_dir = self.splits_path.parent.expanduser().resolve()
+            if folder == run_dir or run_dir in folder.parents:
+                raise ValueError(
+                    f"the image cache folder {folder} is inside the run folder {run_dir}: "
+                    "set $MEDSWEEP_CACHE (or cache_dir) to a folder outside the run folders"
+                )
+        return folder
+
+    def _use_image_cache(self) -> None:
+        """Serve the datasets' images from the decoded-image cache (built once, here)."""
+        if self._images_cached or self.cache in ("none", "auto") or not self.datasets:
+            return
+        from medsweep.data.cache import image_cache
+
+        folder = self._cache_folder() if self.cache == "disk" else None
+        cached = image_cache(
+            self.source, self.image_size, self.channels, self.cache, folder, threads=self.cpus or 1
+        )
+        for dataset in self.datasets.values():
+            dataset.source = cached
+        self._images_cached = True
+
     def _stats_images(self, train: np.ndarray) -> np.ndarray | None:
         if self.normalization != "dataset":
             return None
@@ -193,17 +288,28 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
         from medsweep.data.cache import tensor_cache
 
+        self._use_image_cache()  # decoded once per run, not once per epoch
         # without random augmentation a sample is the same tensor every epoch: computed once
         dataset = tensor_cache(dataset)
+        settings = self.loader_settings
+        workers = settings["num_workers"] or 0
+        with_workers = (
+            {
+                "worker_init_fn": _seed_worker,
+                "persistent_workers": settings["persistent_workers"],
+                "prefetch_factor": settings["prefetch_factor"],
+            }
+            if workers
+            else {}
+        )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            worker_init_fn=_seed_worker if self.num_workers else None,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            pin_memory=settings["pin_memory"],
             generator=torch.Generator().manual_seed(self.seed),
+            **with_workers,
         )
 
     def _next_epoch(self) -> int:

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import albumentations as A
 import numpy as np
 import torch
-from monai.utils import convert_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +175,9 @@ class ImageTransform:
         x = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float().div_(255.0)
         for op in self.monai:
             x = op(x)
-        if (
-            self.monai
-        ):  # MONAI returns MetaTensors; plain tensors collate and train without overhead
+        # MONAI returns MetaTensors; plain tensors collate and train without overhead
+        if self.monai:
+            from monai.utils import convert_to_tensor  # imported only by runs with MONAI ops
+
             x = convert_to_tensor(x, dtype=torch.float32, track_meta=False)
         return (x - self.mean) / self.std
