@@ -61,3 +61,22 @@ def test_imbalanced_animal_subset_through_the_config(tmp_path):
     )
     dm = build_datamodule(cfg)
     assert np.bincount(dm.source.labels).tolist() == counts
+
+
+def test_animal_class_subset_is_a_binary_task_with_the_second_class_positive(tmp_path):
+    whole = animal_mnist()
+    source = animal_mnist(only=["dog", "cat"], per_class=[24, 6], seed=2)
+    assert source.classes == ["dog", "cat"]
+    assert np.bincount(source.labels).tolist() == [24, 6]
+    cat, dog = whole.classes.index("cat"), whole.classes.index("dog")
+    cats = {img.tobytes() for img in whole.images[whole.labels == cat]}
+    dogs = {img.tobytes() for img in whole.images[whole.labels == dog]}
+    assert all(
+        (img.tobytes() in cats) == bool(lab) for img, lab in zip(source.images, source.labels)
+    )
+    assert all(img.tobytes() in cats | dogs for img in source.images)
+    with pytest.raises(ValueError, match="did you mean 'dog'"):
+        animal_mnist(only=["dgo", "cat"])
+    dm = build_datamodule(compose(["data=animal_mnist_binary"], tmp_path))
+    assert dm.task == "binary" and dm.classes == ["dog", "cat"]
+    assert np.bincount(dm.source.labels).tolist() == [240, 60]

@@ -269,11 +269,14 @@ def lfw_faces(
     )
 
 
-def animal_mnist(per_class: int | list[int] | None = None, seed: int = 0) -> ImageSource:
+def animal_mnist(
+    per_class: int | list[int] | None = None, seed: int = 0, only: list[str] | None = None
+) -> ImageSource:
     """10,000 animal silhouettes (28x28, 10 balanced classes) shipped in the ``animal-mnist`` wheel.
 
-    ``per_class`` draws a smaller or imbalanced subset (a count, or one per class in
-    ``ANIMAL_CLASSES`` order) with ``seed``.
+    ``only`` keeps those classes, in that order (two make a binary task: the second is the
+    positive class); ``per_class`` draws a smaller or imbalanced subset (a count, or one per
+    class in class order) with ``seed``.
     """
     try:
         folder = resources.files("animal_mnist") / "data" / "Animal_MNIST"
@@ -291,14 +294,23 @@ def animal_mnist(per_class: int | list[int] | None = None, seed: int = 0) -> Ima
             )
         arrays.append(pickle.loads(gzip.decompress(raw)))  # safe: content verified by hash above
     images, labels = arrays
-    labels = np.asarray(labels, dtype=np.int64)
+    images, labels = np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
+    classes = list(ANIMAL_CLASSES)
+    if only is not None:
+        only = [str(name) for name in only]
+        unknown = [name for name in only if name not in classes]
+        if unknown or len(set(only)) != len(only) or len(only) < 2:
+            raise ValueError(
+                f"data.source.only={only}: two or more distinct classes of {classes}"
+                + (f"; unknown {unknown}{close_names(unknown[0], classes)}" if unknown else "")
+            )
+        old = [classes.index(name) for name in only]
+        position = np.full(len(classes), -1)
+        position[old] = np.arange(len(old))  # old class index -> its place in ``only``
+        mask = np.isin(labels, old)
+        images, labels, classes = images[mask], position[labels[mask]], only
     keep = per_class_subset(labels, per_class, seed, "data.source.per_class")
-    return ImageSource(
-        labels[keep],
-        list(ANIMAL_CLASSES),
-        "animal_mnist",
-        images=np.asarray(images, dtype=np.uint8)[keep],
-    )
+    return ImageSource(labels[keep], classes, "animal_mnist", images=images[keep])
 
 
 NPZ_KEYS = ("train_images", "train_labels")
