@@ -40,20 +40,50 @@ def write_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def snapshot(checkpoint: dict[str, Any]) -> dict[str, Any]:
+def snapshot(
+    checkpoint: dict[str, Any], spare: dict[tuple, list[torch.Tensor]] | None = None
+) -> dict[str, Any]:
     """A deep copy of ``checkpoint`` whose tensors are copies in CPU memory.
 
     The tensors of a checkpoint are the live model's and optimizer's: copied as they are now,
-    off the accelerator (where ``torch.save`` would have copied them too).
+    off the accelerator (where ``torch.save`` would have copied them too). ``spare``: CPU tensors
+    of snapshots no longer needed, by ``_buffer_key``; a copy goes into one of the same shape,
+    strides and type when there is one (taken out of ``spare``) instead of into new memory.
     """
     memo: dict[int, Any] = {}
 
     def keep(tensor: torch.Tensor) -> torch.Tensor:
-        memo[id(tensor)] = tensor.detach().to("cpu", copy=True)
+        if id(tensor) not in memo:
+            free = spare.get(_buffer_key(tensor)) if spare else None
+            if free:
+                memo[id(tensor)] = free.pop().copy_(tensor.detach())
+            else:
+                memo[id(tensor)] = tensor.detach().to("cpu", copy=True)
         return tensor
 
     apply_to_collection(checkpoint, torch.Tensor, keep)
     return copy.deepcopy(checkpoint, memo)
+
+
+def _buffer_key(tensor: torch.Tensor) -> tuple | None:
+    """What a CPU buffer must share with ``tensor`` to hold its copy (None: plain dense only)."""
+    if tensor.layout != torch.strided or tensor.is_quantized or tensor.requires_grad:
+        return None
+    return (tuple(tensor.shape), tensor.stride(), tensor.dtype)
+
+
+def _release(checkpoint: dict[str, Any], spare: dict[tuple, list[torch.Tensor]]) -> None:
+    """Put the tensors of a snapshot no longer needed into ``spare`` (each tensor once)."""
+    seen: set[int] = set()
+
+    def give(tensor: torch.Tensor) -> torch.Tensor:
+        key = _buffer_key(tensor)
+        if key is not None and id(tensor) not in seen and tensor.device.type == "cpu":
+            seen.add(id(tensor))
+            spare.setdefault(key, []).append(tensor)
+        return tensor
+
+    apply_to_collection(checkpoint, torch.Tensor, give)
 
 
 class DeferredCheckpointIO(TorchCheckpointIO):
@@ -70,6 +100,9 @@ class DeferredCheckpointIO(TorchCheckpointIO):
             raise ValueError(f"interval_s={interval_s} must be >= 0")
         self.interval_s = float(interval_s)
         self.pending: dict[str, dict[str, Any]] = {}
+        # the CPU tensors of snapshots replaced or written during a stage, copied into by the
+        # next snapshots: no new 100+ MB allocation (and its page faults) at every save
+        self._spare: dict[tuple, list[torch.Tensor]] = {}
         self.last_write = time.monotonic()
         self.writes = 0
 
@@ -82,8 +115,10 @@ class DeferredCheckpointIO(TorchCheckpointIO):
                 f"{type(self).__name__} does not take storage_options; got {storage_options!r}"
             )
         key = str(path)
-        self.pending.pop(key, None)  # re-inserted last: writes keep the order of the saves
-        self.pending[key] = snapshot(checkpoint)
+        replaced = self.pending.pop(key, None)  # re-inserted last: writes keep the save order
+        if replaced is not None:
+            _release(replaced, self._spare)
+        self.pending[key] = snapshot(checkpoint, self._spare)
         if time.monotonic() - self.last_write >= self.interval_s:
             self.flush()
 
@@ -95,7 +130,9 @@ class DeferredCheckpointIO(TorchCheckpointIO):
 
     def remove_checkpoint(self, path: str | Path) -> None:
         """Forget a pending checkpoint of ``path`` and remove its file."""
-        self.pending.pop(str(path), None)
+        removed = self.pending.pop(str(path), None)
+        if removed is not None:
+            _release(removed, self._spare)
         super().remove_checkpoint(path)
 
     def flush(self) -> None:
@@ -103,13 +140,16 @@ class DeferredCheckpointIO(TorchCheckpointIO):
         while self.pending:
             path = next(iter(self.pending))
             write_checkpoint(self.pending[path], path)
-            del self.pending[path]
+            _release(self.pending.pop(path), self._spare)
             self.writes += 1
         self.last_write = time.monotonic()
 
     def teardown(self) -> None:
-        """Write what is pending (end of a stage, or an exception)."""
-        self.flush()
+        """Write what is pending (end of a stage, or an exception); free the spare buffers."""
+        try:
+            self.flush()
+        finally:
+            self._spare.clear()
 
 
 class LastCheckpoint(ModelCheckpoint):

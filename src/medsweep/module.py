@@ -75,7 +75,10 @@ class ClassificationModule(L.LightningModule):
         # stages whose per-sample probabilities and targets are kept (the final evaluation)
         self.collect: set[str] = set()
         self.collected: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self._updated: set[str] = set()
+        # per stage, this epoch's batches: probabilities and targets (the metrics are updated
+        # once, at the epoch's end) and the batch-size-weighted loss sum and sample count
+        self._batches: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._loss_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.save_hyperparameters({"task": task, "classes": self.classes})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,23 +95,29 @@ class ClassificationModule(L.LightningModule):
         # loss and probabilities in float32 under mixed precision (bf16 softmax sums to 1 +- 1e-3)
         logits = self(x).float()
         loss = self.loss_fn(logits, target)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=stage != "test",
-            batch_size=len(x),
-        )
+        self._add_loss(stage, loss.detach(), len(x))
         if not mixed:  # metrics on soft (mixed) targets would be meaningless
             probs = probabilities(logits.detach(), self.task)
-            self.metrics[f"{stage}_metrics"].update(
-                probs, y.int() if self.task == "multilabel" else y
-            )
-            self._updated.add(stage)
+            y = y.int() if self.task == "multilabel" else y
+            self._batches.setdefault(stage, []).append((probs, y))
             if stage in self.collect:
                 self.collected.setdefault(stage, []).append((probs.float().cpu(), y.cpu()))
         return loss
+
+    def _add_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
+        """Add a batch's loss to its stage's epoch mean, weighted by the batch size.
+
+        The same arithmetic as ``self.log(..., on_epoch=True, batch_size=n)`` reduces with (a sum
+        of value * n in the default float type, divided by the summed n), without the logger's
+        cost on every step: the epoch's mean is logged once, at the epoch's end.
+        """
+        if loss.dtype not in (torch.float32, torch.float64):
+            loss = loss.to(torch.get_default_dtype())
+        total, count = self._loss_sums.get(stage) or (
+            torch.tensor(0.0, dtype=torch.get_default_dtype(), device=loss.device),
+            torch.tensor(0, device=loss.device),
+        )
+        self._loss_sums[stage] = (total + loss.mean() * batch_size, count + batch_size)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -141,17 +150,48 @@ class ClassificationModule(L.LightningModule):
         return probabilities(self(x).float(), self.task)
 
     def _epoch_end(self, stage: str) -> None:
-        if stage not in self._updated:
+        """Log the stage's mean loss and its metrics, computed once from the epoch's batches."""
+        sums = self._loss_sums.pop(stage, None)
+        if sums is not None:
+            total, count = sums
+            # logged as one value of batch size 1: the logger's mean of it is the value itself
+            self.log(
+                f"{stage}/loss",
+                total / count,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=stage != "test",
+                batch_size=1,
+            )
+        batches = self._batches.pop(stage, None)
+        if not batches:
             return
-        self._updated.discard(stage)
         collection = self.metrics[f"{stage}_metrics"]
         try:
+            # one update with the whole epoch: the same counts and the same sorted scores as an
+            # update per batch (every metric here sums counts or keeps all the scores)
+            probs, targets = (torch.cat(parts) for parts in zip(*batches))
+            collection.update(probs, targets)
             raw = collection.compute()
         finally:
             collection.reset()
         scalars, confusion = flatten_results(raw, self.classes)
         self.log_dict({f"{stage}/{k}": v for k, v in scalars.items()}, prog_bar=False)
         self.results[stage] = {"metrics": scalars, "confusion": confusion}
+
+    def _epoch_start(self, stage: str) -> None:
+        # an epoch cut short (an exception, an interrupted sanity check) leaves nothing behind
+        self._batches.pop(stage, None)
+        self._loss_sums.pop(stage, None)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_start("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._epoch_start("test")
 
     def on_train_epoch_end(self) -> None:
         self._epoch_end("train")
