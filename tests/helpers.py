@@ -32,6 +32,13 @@ FAST = [
     "callbacks.progress_bar=null",
 ]
 
+# each task on the built-in digits, with a loss that fits it
+TASK_OVERRIDES = {
+    "multiclass": ["data=digits", "loss=ce"],
+    "binary": ["data=digits_binary", "loss=bce"],
+    "multilabel": ["data=digits_multilabel", "loss=bce"],
+}
+
 
 def conf_options(group: str) -> list[str]:
     """Every option file of a config group (so a new file is tested automatically)."""

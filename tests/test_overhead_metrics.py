@@ -8,17 +8,13 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import compose
+from helpers import TASK_OVERRIDES, compose
 from sklearn import metrics as skm
 
 from medsweep.module import dense_targets
 from medsweep.pipeline import build_datamodule, build_model, build_module
 
-TASKS = {
-    "multiclass": ["data=digits", "loss=ce"],
-    "binary": ["data=digits_binary", "loss=bce"],
-    "multilabel": ["data=digits_multilabel", "loss=bce"],
-}
+TASKS = TASK_OVERRIDES
 SMALL = [
     "model=small_cnn",
     "data.image_size=16",

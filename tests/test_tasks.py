@@ -6,16 +6,12 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import compose, run
+from helpers import TASK_OVERRIDES, compose, run
 from sklearn import metrics as skm
 
 from medsweep.pipeline import build_datamodule, build_model, build_module
 
-TASKS = {
-    "multiclass": ["data=digits", "loss=ce"],
-    "binary": ["data=digits_binary", "loss=bce"],
-    "multilabel": ["data=digits_multilabel", "loss=bce"],
-}
+TASKS = TASK_OVERRIDES
 ONE_EPOCH = [
     "model=small_cnn",
     "data.image_size=16",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import run
+from helpers import TASK_OVERRIDES, run
 
 # a few real training steps (not fast_dev_run) so that every val/test sample gets a prediction
 TRAIN = [
@@ -18,11 +18,7 @@ TRAIN = [
     "model=small_cnn",
     "callbacks.progress_bar=null",
 ]
-TASKS = {
-    "binary": ["data=digits_binary", "loss=bce"],
-    "multiclass": ["data=digits", "loss=ce"],
-    "multilabel": ["data=digits_multilabel", "loss=bce"],
-}
+TASKS = TASK_OVERRIDES
 
 
 @pytest.fixture(scope="session")

@@ -240,6 +240,15 @@ def per_class_subset(
     return np.sort(np.concatenate(keep))
 
 
+def packaged_file(package: str, relative: str, option: str, install: str):
+    """A file or folder shipped inside ``package``; a clear error naming ``data=option`` and the
+    install command when the package is missing."""
+    try:
+        return resources.files(package).joinpath(*relative.split("/"))
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(f"data={option} needs the {package} package: {install}") from exc
+
+
 def lfw_faces(
     per_class: int | list[int] | None = None, seed: int = 0, on_bad: str = "skip"
 ) -> ImageSource:
@@ -250,12 +259,7 @@ def lfw_faces(
     One non-face patch (index 152) is a single grey value; the data check leaves it out unless
     ``on_bad="error"``.
     """
-    try:
-        path = resources.files("skimage") / "data" / "lfw_subset.npy"
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "data=lfw_faces needs the scikit-image package: pip install scikit-image"
-        ) from exc
+    path = packaged_file("skimage", "data/lfw_subset.npy", "lfw_faces", "pip install scikit-image")
     with path.open("rb") as handle:
         images = np.load(handle, allow_pickle=False)  # (200, 25, 25) in [0, 1]
     labels = np.r_[np.ones(100), np.zeros(100)].astype(np.int64)  # faces first, then others
@@ -278,12 +282,12 @@ def animal_mnist(
     positive class); ``per_class`` draws a smaller or imbalanced subset (a count, or one per
     class in class order) with ``seed``.
     """
-    try:
-        folder = resources.files("animal_mnist") / "data" / "Animal_MNIST"
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            "data=animal_mnist needs the animal-mnist package: pip install --no-deps animal-mnist==0.4"
-        ) from exc
+    folder = packaged_file(
+        "animal_mnist",
+        "data/Animal_MNIST",
+        "animal_mnist",
+        "pip install --no-deps animal-mnist==0.4",
+    )
     arrays = []
     for name, expected in ANIMAL_SHA256.items():
         raw = (folder / name).read_bytes()
