@@ -146,6 +146,14 @@ def test_multirun_ensemble_and_report_paired_tests(multirun):
     ensembles = [ev for ev in done if ev.kind == "ensemble"]
     assert len(ensembles) == 2
     assert (multirun / "eval" / "index.html").is_file()
+    # the index names each configuration by what differs; the shared overrides once, above
+    index = (multirun / "eval" / "index.md").read_text()
+    rows = [line for line in index.splitlines() if "| ensemble |" in line]
+    assert sorted(row.split("|")[1].strip() for row in rows) == [
+        "optimizer.lr=0.001",
+        "optimizer.lr=0.01",
+    ]
+    assert "Common to all configurations:" in index and "fold=kfold" in index
     ens = ensembles[0]
     members = [load_run(d) for d in ens.data.run_dirs]
     assert len({tuple(sorted(m.test.index)) for m in members}) == 1  # one shared test set

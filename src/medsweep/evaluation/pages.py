@@ -364,13 +364,18 @@ def write_pages(ev) -> None:
 
 def write_index(out_dir: Path, evaluations: list) -> dict:
     """A multirun's ``eval/index``: one row per run or ensemble with its headline and links."""
+    from medsweep.report.configs import common_overrides, config_labels
+
+    # the overrides every configuration shares are named once, above the table, not in each row
+    keys = [ev.data.name or "" for ev in evaluations]
+    labels, common = config_labels(keys), common_overrides(keys)
     rows = []
     for ev in evaluations:
         m = ev.metrics.set_index("metric")
         href = _relpath(Path(ev.files["index_html"]).resolve(), out_dir)
         rows.append(
             {
-                "evaluation": ev.data.name or "default",
+                "evaluation": labels.get(ev.data.name or "") or ev.data.name or "default",
                 "kind": ev.kind,
                 "fold": "—" if ev.kind == "ensemble" else ev.data.record.get("fold"),
                 "auroc": m["estimate"].get("auroc"),
@@ -381,9 +386,10 @@ def write_index(out_dir: Path, evaluations: list) -> dict:
     frame = pd.DataFrame(rows)
     blocks: list = [Text("Each row links to its evaluation page.", "meta"), Table(frame)]
     blocks += [Link(r["href"], f"{r['evaluation']} ({r['kind']} {r['fold']})") for r in rows]
-    return write_page(
-        Page("Evaluations", [f"Folder: {out_dir.parent.resolve()}"], blocks), out_dir / "index"
-    )
+    meta = [f"Folder: {out_dir.parent.resolve()}"]
+    if common:
+        meta.append(f"Common to all configurations: {common}")
+    return write_page(Page("Evaluations", meta, blocks), out_dir / "index")
 
 
 def _relpath(target: Path, start: Path) -> str:
