@@ -40,6 +40,21 @@ TASK_OVERRIDES = {
 }
 
 
+def bare_trainer(**kwargs):
+    """A Lightning Trainer on the CPU without logger, checkpoints, progress bar or model summary;
+    ``kwargs`` add to or override these."""
+    import lightning as L
+
+    settings = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**{**settings, **kwargs})
+
+
 def conf_options(group: str) -> list[str]:
     """Every option file of a config group (so a new file is tested automatically)."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))

@@ -38,7 +38,8 @@ def main(cfg):
     if cfg.get("crash") == cfg.x:
         os.kill(os.getpid(), 9)
     record = {"x": cfg.x, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-              "omp": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid(),
+              "omp": os.environ.get("OMP_NUM_THREADS"),
+              "job_cpus": os.environ.get("MEDSWEEP_JOB_CPUS"), "pid": os.getpid(),
               "start": start, "end": time.time()}
     out = HydraConfig.get().runtime.output_dir
     with open(os.path.join(out, "job.json"), "w") as f:
@@ -166,6 +167,7 @@ def test_two_concurrent_sweeps_never_share_a_device(tmp_path: Path) -> None:
             assert ran["pid"] == job["pid"]
             assert job["leased"] <= ran["start"] and ran["end"] <= job["released"]
             assert ran["omp"] == str(threads)
+            assert ran["job_cpus"] == str(threads)  # the loader's budget (data.num_workers=auto)
             assert f"#{job['job']} on GPU {job['devices'][0]} (pid {job['pid']})" in output
             by_device.setdefault(job["devices"][0], []).append((job["leased"], job["released"]))
     assert sorted(by_device) == ["0", "1"]

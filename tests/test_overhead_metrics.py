@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import TASK_OVERRIDES, compose
+from helpers import TASK_OVERRIDES, bare_trainer, compose
 from sklearn import metrics as skm
 
 from medsweep.module import dense_targets
@@ -113,15 +113,8 @@ def test_epoch_metrics_equal_sklearn_on_the_same_predictions(task, tmp_path):
     module = build_module(cfg, dm, build_model(cfg, dm))
     module.collect = {"train", "val"}  # keep the probabilities the metrics were computed from
     losses = StepLosses()
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=6,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[losses],
-        deterministic=True,
+    trainer = bare_trainer(
+        max_epochs=2, limit_train_batches=6, callbacks=[losses], deterministic=True
     )
     seen: dict[str, tuple] = {}
 

@@ -6,7 +6,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import TASK_OVERRIDES, compose, run
+from helpers import TASK_OVERRIDES, bare_trainer, compose, run
 from sklearn import metrics as skm
 
 from medsweep.pipeline import build_datamodule, build_model, build_module
@@ -56,14 +56,7 @@ def test_module_metrics_equal_sklearn(task, tmp_path):
     L.seed_everything(0)
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm, build_model(cfg, dm))
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=8,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = bare_trainer(max_epochs=1, limit_train_batches=8)
     trainer.fit(module, datamodule=dm)
     trainer.validate(module, datamodule=dm, verbose=False)
     ours = module.results["val"]["metrics"]

@@ -136,6 +136,9 @@ def build_module(
         cfg.loss._target_,
     )
     sched = cfg.scheduler
+    trainer = OmegaConf.to_container(
+        cfg.trainer, resolve=True
+    )  # its module options as plain values
     return ClassificationModule(
         model=model,
         loss=loss,
@@ -147,13 +150,9 @@ def build_module(
         scheduler_monitor=sched.get("monitor"),
         backbone_lr_scale=cfg.finetune.get("backbone_lr_scale", 1.0),
         batch_transform=build_batch_transform(cfg, dm),
-        channels_last=bool(cfg.trainer.get("channels_last", False)),
-        compile=_plain_value(cfg.trainer.get("compile", False)),
+        channels_last=bool(trainer.get("channels_last", False)),
+        compile=trainer.get("compile", False),
     )
-
-
-def _plain_value(value):
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def _instantiate_dict(group: DictConfig | None) -> list:
