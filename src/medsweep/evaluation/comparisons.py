@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medsweep.evaluation.bootstrap import resample_indices, strata_of
+from medsweep.evaluation.bootstrap import resample_indices, resampled_auroc, strata_of
 from medsweep.evaluation.delong import delong_test
-from medsweep.evaluation.metrics import metric_functions, predicted_labels
+from medsweep.evaluation.metrics import MetricFn, metric_functions, predicted_labels
 
 NAN = float("nan")
 # McNemar's chi-square approximation is used from this many discordant pairs on; below, the exact
@@ -69,6 +69,29 @@ ACC_TEST = (
 )
 
 
+def _resampled_auroc_diffs(
+    auroc: MetricFn,
+    targets: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    task: str,
+    resamples: np.ndarray,
+) -> np.ndarray:
+    """AUROC of a minus AUROC of b on every row of ``resamples`` (NaN where either is undefined).
+
+    All resamples are scored at once by ``resampled_auroc``, which gives the values of ``auroc``
+    (``metric_functions(task)["auroc"]``); inputs it does not cover are scored one resample at a
+    time with ``auroc`` itself.
+    """
+    fast_a = resampled_auroc(targets, probs_a, task, resamples)
+    fast_b = resampled_auroc(targets, probs_b, task, resamples)
+    if fast_a is not None and fast_b is not None:
+        return fast_a - fast_b
+    return np.array(
+        [auroc(targets[r], probs_a[r]) - auroc(targets[r], probs_b[r]) for r in resamples]
+    )
+
+
 def compare_on_test(
     targets: np.ndarray,
     probs_a: np.ndarray,
@@ -94,11 +117,13 @@ def compare_on_test(
     else:
         auroc = metric_functions(task)["auroc"]
         a, b = auroc(targets, probs_a), auroc(targets, probs_b)
-        diffs = np.array(
-            [
-                auroc(targets[r], probs_a[r]) - auroc(targets[r], probs_b[r])
-                for r in resample_indices(strata_of(targets, task), n_boot, seed)
-            ]
+        diffs = _resampled_auroc_diffs(
+            auroc,
+            targets,
+            probs_a,
+            probs_b,
+            task,
+            resample_indices(strata_of(targets, task), n_boot, seed),
         )
         diffs = diffs[np.isfinite(diffs)]
         alpha = (1 - confidence) / 2
