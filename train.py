@@ -10,6 +10,9 @@ register_resolvers()
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    from medsweep.config_check import check_fields
+
+    check_fields(cfg)  # plain values, before the pipeline's imports (torch, Lightning: seconds)
     from medsweep.config import quiet_library_noise, route_library_logs
     from medsweep.pipeline import train
     from medsweep.results import print_summary

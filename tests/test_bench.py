@@ -102,6 +102,7 @@ def test_process_rows_and_their_targets() -> None:
         "suite": [{"wall_s": 20.0, "first_step_s": 6.0}, {"wall_s": 16.0, "first_step_s": 4.0}],
         "help_s": [1.0, 3.0],
         "config_error_s": [2.0, 2.0],
+        "value_error_s": [0.5, 1.5, 4.0],
     }
     rows = {r["figure"]: r for r in summarize(raw)}
     whole = rows["whole process seconds"]
@@ -109,7 +110,8 @@ def test_process_rows_and_their_targets() -> None:
     first = rows["process start -> first training step (s)"]
     assert (first["suite"], first["met"]) == (5.0, True)
     assert rows["`train.py --help` (s)"]["suite"] == 2.0
-    assert math.isnan(rows["a config error (s)"]["ratio"])
+    assert math.isnan(rows["an unknown option: `loss=no_such_loss` (s)"]["ratio"])
+    assert rows["a wrong plain value: `data.image_size=0` (s)"]["suite"] == 1.5
 
 
 def test_table_replaces_only_its_own_section(tmp_path: Path) -> None:

@@ -234,3 +234,19 @@ def test_kwargs_target_accepts_what_it_passes_on(tmp_path):
     check_config(compose([*FAST, "model=vit_tiny"], tmp_path))  # img_size
     with pytest.raises(ConfigError, match=r"model.img_size: unknown key.*ResNet"):
         check_config(compose([*FAST, "model=resnet18", "+model.img_size=32"], tmp_path))
+
+
+def test_a_wrong_plain_value_stops_train_py_before_torch_is_imported(tmp_path):
+    """Plain fields are checked before the pipeline's imports: answered without torch/Lightning."""
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        ["-X", "importtime", "train.py", "data.image_size=0", f"hydra.run.dir={run_dir}"]
+    )
+    assert result.returncode != 0
+    assert "data.image_size=0 must be" in result.stderr, result.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line
+    }
+    assert "medsweep.config_check" in imported  # -X importtime did list the imports
+    assert not imported & {"torch", "lightning", "timm", "sklearn"}, sorted(imported)[:20]
+    assert not (run_dir / "metrics.json").exists()  # nothing was started

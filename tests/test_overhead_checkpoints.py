@@ -73,3 +73,38 @@ def test_shared_and_odd_tensors_are_copied_once_each(tmp_path):
     assert held["scalar"].item() == 3
     shared.add_(1)
     assert held["a"][0, 0].item() == 0.0
+
+
+def test_best_checkpoint_leaves_out_the_training_state_and_last_keeps_it(tmp_path):
+    import os
+
+    import pytest
+    from helpers import run
+
+    from medsweep.checkpoint_io import BestCheckpoint
+    from medsweep.checkpoints import load_checkpoint
+
+    overrides = [
+        "data=digits",
+        "model=small_cnn",
+        "data.image_size=16",
+        "data.batch_size=16",
+        "callbacks.progress_bar=null",
+        "trainer.max_epochs=3",
+        "+trainer.limit_train_batches=3",
+        "scheduler=cosine",
+    ]
+    record = run(overrides, tmp_path)
+    folder = tmp_path / "checkpoints"
+    best, last = load_checkpoint(folder / "best.ckpt"), load_checkpoint(folder / "last.ckpt")
+    assert "optimizer_states" not in best and "lr_schedulers" not in best
+    assert len(last["optimizer_states"]) == 1 and len(last["lr_schedulers"]) == 1
+    assert best["state_dict"].keys() == last["state_dict"].keys()
+    # the best epoch's own record, with the callbacks' states (the selection is resumable)
+    assert best["epoch"] == record["best_epoch"]
+    state = next(v for k, v in best["callbacks"].items() if k.startswith("BestCheckpoint"))
+    assert float(state["best_model_score"]) == pytest.approx(record["val"]["auroc"], abs=1e-6)
+    # Adam keeps two moments per weight: the best file is about a third of the last
+    assert os.path.getsize(folder / "best.ckpt") < 0.5 * os.path.getsize(folder / "last.ckpt")
+    with pytest.raises(ValueError, match="last_checkpoint"):
+        BestCheckpoint(dirpath=tmp_path, save_last=True)

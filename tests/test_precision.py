@@ -96,6 +96,7 @@ def test_compile_traces_the_network_and_leaves_checkpoints_plain(tmp_path):
         ("trainer.channels_last=yes", "trainer.channels_last"),
         ("trainer.compile=3", "trainer.compile"),
         ("trainer.threads=0", "trainer.threads"),
+        ("trainer.keep_freed_memory=sometimes", "trainer.keep_freed_memory"),
     ],
 )
 def test_bad_module_options_stop_before_training(tmp_path, override, key):

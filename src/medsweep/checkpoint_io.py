@@ -18,6 +18,7 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import torch
 from lightning.fabric.plugins import CheckpointIO
@@ -197,4 +198,51 @@ class LastCheckpoint(ModelCheckpoint):
         self._since = time.monotonic()
 
 
-__all__ = ["CheckpointIO", "DeferredCheckpointIO", "LastCheckpoint", "write_checkpoint"]
+# the parts of a full checkpoint that only resuming a fit reads (``trainer.fit(ckpt_path=...)``)
+TRAINING_STATE = ("optimizer_states", "lr_schedulers")
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose files leave out the optimizer and scheduler states.
+
+    The best checkpoint is read for its weights (validation, test, evaluation, predict) and never
+    resumed from: ``last.ckpt`` is. Without Adam's two moments per weight the file is a third of
+    the size (ResNet-18: 45 instead of 134 MB), and so is every in-memory copy made at an
+    improvement. Unlike ``save_weights_only``, every callback's ``on_save_checkpoint`` still
+    runs (EMA puts its averaged weights into the state dict there) and the callbacks' states are
+    kept. ``training_state=True``: the full checkpoint, as ``ModelCheckpoint``.
+    """
+
+    def __init__(self, training_state: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.training_state = bool(training_state)
+        if self.save_last and not self.training_state:
+            raise ValueError(
+                "BestCheckpoint(save_last=true) would write last.ckpt without the optimizer state "
+                "it is resumed with: use callbacks.last_checkpoint, or training_state=true"
+            )
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        if self.training_state or self.save_weights_only:
+            super()._save_checkpoint(trainer, filepath)
+            return
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        for key in TRAINING_STATE:
+            checkpoint.pop(key, None)
+        trainer.strategy.save_checkpoint(checkpoint, filepath)
+        trainer.strategy.barrier("BestCheckpoint._save_checkpoint")
+        # what ModelCheckpoint._save_checkpoint records after its save
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+
+__all__ = [
+    "BestCheckpoint",
+    "CheckpointIO",
+    "DeferredCheckpointIO",
+    "LastCheckpoint",
+    "write_checkpoint",
+]

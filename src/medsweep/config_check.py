@@ -31,8 +31,7 @@ from pathlib import Path, PurePath
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from medsweep.data.cache import CACHE_MODES
-from medsweep.data.transforms import NORMALIZATIONS
+from medsweep.data.options import CACHE_MODES, NORMALIZATIONS
 
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
 
@@ -47,7 +46,7 @@ PIPELINE_ARGS: dict[str, frozenset[str]] = {
 PIPELINE_KEYS: dict[str, frozenset[str]] = {
     # torch threads of the run, set before the Trainer is built; the module's memory format and
     # torch.compile
-    "trainer": frozenset({"threads", "channels_last", "compile"}),
+    "trainer": frozenset({"threads", "channels_last", "compile", "keep_freed_memory"}),
     "finetune.policy": frozenset({"freeze_bn"}),  # BatchNorm handling of the policy
 }
 TASKS = (None, "binary", "multiclass", "multilabel")
@@ -127,6 +126,7 @@ PIPELINE_KEY_CHECKS: dict[str, Callable[[object], str | None]] = {
     "trainer.threads": lambda v: None if v is None else _positive_int(v),
     "trainer.channels_last": _type(bool),
     "trainer.compile": _type(bool, dict),  # false, true, or torch.compile's keyword arguments
+    "trainer.keep_freed_memory": _type(bool),  # glibc's thresholds, see medsweep/allocator.py
 }
 
 
@@ -136,7 +136,19 @@ class ConfigError(ValueError):
 
 def check_config(cfg: DictConfig) -> None:
     """Check every node the pipeline will instantiate, and its plain fields; raise ``ConfigError``."""
-    problems = list(_problems(cfg))
+    _raise(cfg, list(_problems(cfg)))
+
+
+def check_fields(cfg: DictConfig) -> None:
+    """Check the plain fields only (``PLAIN_FIELDS``, ``PIPELINE_KEY_CHECKS``); raise ``ConfigError``.
+
+    Imports no target (no torch): ``train.py`` runs it before it imports the pipeline, so a wrong
+    plain value is answered in about a second; ``check_config`` checks the nodes after.
+    """
+    _raise(cfg, list(_plain_problems(cfg)))
+
+
+def _raise(cfg: DictConfig, problems: list[tuple[str, str]]) -> None:
     if not problems:
         return
     where = _Provenance(cfg)

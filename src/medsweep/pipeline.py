@@ -8,6 +8,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
@@ -18,6 +19,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from medsweep.allocator import keep_freed_memory
 from medsweep.callbacks import CarryCheckpoints, EpochSeeds, History, Timing
 from medsweep.checkpoints import checked_checkpoint, load_checkpoint
 from medsweep.config_check import check_config
@@ -30,7 +32,6 @@ from medsweep.data.datamodule import (
 from medsweep.data.transforms import resolve_normalization
 from medsweep.losses import check_loss_output, loss_arguments
 from medsweep.metrics import evaluate_probabilities
-from medsweep.models.classical import ClassicalClassifier, extract_features, thread_limit
 from medsweep.module import ClassificationModule, dense_targets
 from medsweep.predictions import prediction_frame, write_predictions
 from medsweep.results import (
@@ -44,6 +45,9 @@ from medsweep.results import (
     read_metrics,
 )
 from medsweep.tracking import build_loggers, log_summary, run_entry
+
+if TYPE_CHECKING:
+    from medsweep.models.classical import ClassicalClassifier
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +226,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> L.Tr
     for key in ("channels_last", "compile"):  # the module's, see build_module
         trainer_cfg.pop(key, None)
     torch.set_num_threads(threads)
+    if trainer_cfg.pop("keep_freed_memory", False) and not keep_freed_memory():
+        log.info("trainer.keep_freed_memory: not glibc; the allocator is left as it is")
     callbacks = _instantiate_dict(cfg.get("callbacks")) + extra_callbacks
     policy = cfg.finetune.get("policy")
     if policy:
@@ -361,6 +367,9 @@ def fit_classical(model: ClassicalClassifier, dm: ImageDataModule) -> tuple[dict
 
     Returns the record's extra fields (timing, estimator description) and the parts' outputs.
     """
+    # scikit-learn's estimators are imported by the classical models only (not before a first step)
+    from medsweep.models.classical import extract_features, thread_limit
+
     model.check_data(dm.output_units, dm.channels)
     task, classes = dm.task, list(dm.classes)
     train = dm.datasets["train"]

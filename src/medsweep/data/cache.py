@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medsweep.data.filecache import FileCache, cache_file, file_key, user_cache_dir
+from medsweep.data.options import CACHE_MODES
 from medsweep.data.sources import ImageSource
 from medsweep.data.transforms import to_channels
 
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when the cached pixels would change (resize method, channel conversion)
 MEMORY_LIMIT = 512 * 2**20  # bytes; larger sets are memory-mapped files
-CACHE_MODES = ("auto", "memory", "disk", "none")  # data.cache
 _IN_MEMORY: dict[str, np.ndarray] = {}  # key -> images, for the runs of this process
 
 

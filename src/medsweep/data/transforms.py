@@ -10,11 +10,12 @@ import albumentations as A
 import numpy as np
 import torch
 
+from medsweep.data.options import NORMALIZATIONS
+
 log = logging.getLogger(__name__)
 
 # auto: the backbone's own statistics when it loads pretrained weights, half otherwise;
 # model: the statistics in timm's pretrained config of the backbone (ImageNet, Inception's 0.5, CLIP's, ...)
-NORMALIZATIONS = ("auto", "model", "imagenet", "dataset", "half")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NAMED_STATS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5,) * 3, (0.5,) * 3)}
