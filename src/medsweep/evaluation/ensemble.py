@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from medsweep.evaluation.bootstrap import bootstrap_statistic, strata_of
+from medsweep.evaluation.bootstrap import (
+    bootstrap_statistic,
+    percentile_interval,
+    resample_indices,
+    resampled_auroc,
+    strata_of,
+)
 from medsweep.evaluation.data import EvalData, Part, common_test_order
 from medsweep.evaluation.metrics import MetricFn
 
@@ -65,6 +71,54 @@ def fold_ensemble(members: Sequence[EvalData]) -> tuple[EvalData, list[Part]]:
     return data, aligned
 
 
+def _gain_statistic(
+    fn: MetricFn,
+    targets: np.ndarray,
+    ensemble_probs: np.ndarray,
+    member_probs: Sequence[np.ndarray],
+) -> Callable[[np.ndarray], float]:
+    """``fn`` of the ensemble minus the mean ``fn`` of the members, on the given rows."""
+
+    def gain(rows: np.ndarray) -> float:
+        y = targets[rows]
+        singles = [fn(y, p[rows]) for p in member_probs]
+        return fn(y, ensemble_probs[rows]) - float(np.mean(singles))
+
+    return gain
+
+
+def _resampled_auroc_gains(
+    targets: np.ndarray,
+    predictions: Sequence[np.ndarray],
+    whole: Sequence[float],
+    task: str,
+    resamples: np.ndarray,
+) -> np.ndarray | None:
+    """AUROC of ``predictions[0]`` (the ensemble) minus the mean AUROC of the others (the
+    members) on every row of ``resamples``, all scored at once by ``resampled_auroc``; NaN where
+    any of them is undefined.
+
+    ``whole`` holds the metric's own values of ``predictions`` on all samples. None when
+    ``resampled_auroc`` does not cover the inputs or does not give those values (the metric is
+    another AUROC), so the caller scores each resample with the metric instead.
+    """
+    everything = np.arange(len(targets))[None, :]
+    for probs, value in zip(predictions, whole):
+        check = resampled_auroc(targets, probs, task, everything)
+        if check is None:
+            return None
+        same = np.isclose(check[0], value, rtol=0, atol=1e-12)
+        if not (same or (np.isnan(check[0]) and np.isnan(value))):
+            return None
+    scores = [resampled_auroc(targets, probs, task, resamples) for probs in predictions]
+    if any(s is None for s in scores):
+        return None
+    # (n_boot, k) with the members along the contiguous axis: each row averaged as np.mean
+    # averages the k values of one resample
+    members = np.stack(scores[1:], axis=1)
+    return scores[0] - members.mean(axis=1)
+
+
 def ensemble_gain(
     targets: np.ndarray,
     ensemble_probs: np.ndarray,
@@ -76,22 +130,36 @@ def ensemble_gain(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Per metric: the ensemble, the mean of the single members and the gain, with the stratified
-    bootstrap CI of the gain (members and ensemble scored on the same resamples)."""
+    bootstrap CI of the gain (members and ensemble scored on the same resamples).
+
+    The metric named "auroc" is scored on all resamples at once by ``resampled_auroc`` when that
+    gives its values (the same interval as scoring each resample with it), otherwise, like every
+    other metric, one resample at a time.
+    """
     rows = []
     strata = strata_of(targets, task)
     for name, fn in functions.items():
-
-        def gain(rows_: np.ndarray, fn: MetricFn = fn) -> float:
-            y = targets[rows_]
-            singles = [fn(y, p[rows_]) for p in member_probs]
-            return fn(y, ensemble_probs[rows_]) - float(np.mean(singles))
-
-        interval = bootstrap_statistic(gain, strata, n_boot, confidence, seed)
+        ensemble = fn(targets, ensemble_probs)
         singles = [fn(targets, p) for p in member_probs]
+        gains = None
+        if name == "auroc":
+            gains = _resampled_auroc_gains(
+                targets,
+                [ensemble_probs, *member_probs],
+                [ensemble, *singles],
+                task,
+                resample_indices(strata, n_boot, seed),
+            )
+        if gains is None:
+            statistic = _gain_statistic(fn, targets, ensemble_probs, member_probs)
+            interval = bootstrap_statistic(statistic, strata, n_boot, confidence, seed)
+        else:
+            estimate = float(ensemble - float(np.mean(singles)))
+            interval = percentile_interval(estimate, gains, confidence)
         rows.append(
             {
                 "metric": name,
-                "ensemble": fn(targets, ensemble_probs),
+                "ensemble": ensemble,
                 "mean_of_folds": float(np.mean(singles)),
                 "std_of_folds": float(np.std(singles, ddof=1))
                 if len(singles) > 1
