@@ -179,9 +179,22 @@ def test_compare_on_test_multiclass_equals_sklearn_bootstrap():
     # no difference within rounding of 0, so the sign counts of the p-value are unambiguous
     assert np.abs(diffs).min() > 1e-9
     low, high = np.quantile(diffs, [0.025, 0.975])
-    p_value = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))
+    far = min(int((diffs <= 0).sum()), int((diffs >= 0).sum()))
+    p_value = min(1.0, 2 * (far + 1) / (len(diffs) + 1))
     assert 0 < p_value < 1
     assert out["auroc_diff"] == auroc(y, p) - auroc(y, q)
     assert out["auroc_ci_low"] == pytest.approx(low, abs=TOL)
     assert out["auroc_ci_high"] == pytest.approx(high, abs=TOL)
     assert out["auroc_p"] == p_value
+
+
+def test_bootstrap_p_never_claims_more_than_its_resamples_show():
+    from medsweep.evaluation.comparisons import bootstrap_p_value
+
+    # all 1,000 resampled differences favour one side: p = 2 / 1001, not 0
+    assert bootstrap_p_value(np.full(1000, 0.03)) == pytest.approx(2 / 1001)
+    # 25 of 1,000 on the far side of 0 (ties with 0 count as far): 2 * 26 / 1001
+    diffs = np.concatenate([np.full(975, 0.01), np.full(20, -0.01), np.zeros(5)])
+    assert bootstrap_p_value(diffs) == pytest.approx(2 * 26 / 1001)
+    # centred differences: p is capped at 1
+    assert bootstrap_p_value(np.array([-0.1, 0.0, 0.1])) == 1.0

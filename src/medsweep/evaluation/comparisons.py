@@ -92,6 +92,19 @@ def _resampled_auroc_diffs(
     )
 
 
+def bootstrap_p_value(diffs: np.ndarray) -> float:
+    """Two-sided p of "no difference" from resampled differences: twice the share on the far side
+    of 0, counted as (k + 1) / (n + 1).
+
+    The +1 counts the observed sample among the resamples, so with n resamples p is never below
+    2 / (n + 1): 1,000 resamples that all favour one model give p = 0.002, not 0 (a p of 0 would
+    claim more than 1,000 resamples can show).
+    """
+    n = len(diffs)
+    far = min(int((diffs <= 0).sum()), int((diffs >= 0).sum()))
+    return min(1.0, 2 * (far + 1) / (n + 1))
+
+
 def compare_on_test(
     targets: np.ndarray,
     probs_a: np.ndarray,
@@ -128,8 +141,7 @@ def compare_on_test(
         diffs = diffs[np.isfinite(diffs)]
         alpha = (1 - confidence) / 2
         low, high = np.quantile(diffs, [alpha, 1 - alpha]) if diffs.size else (NAN, NAN)
-        # two-sided bootstrap p: twice the share of resampled differences on the far side of 0
-        p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())) if diffs.size else NAN
+        p = bootstrap_p_value(diffs) if diffs.size else NAN
         out.update(
             auroc_a=a,
             auroc_b=b,

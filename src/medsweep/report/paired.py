@@ -18,7 +18,7 @@ PAIRED_METHOD = (
     "test set). AUROC: DeLong's test for binary tasks — two AUROCs measured on the same samples "
     "are correlated and DeLong's covariance accounts for it; for multiclass and multilabel the "
     "macro AUROC has no DeLong variance, so a paired stratified bootstrap (1000 resamples) gives "
-    "the CI and a two-sided p. Accuracy: McNemar's test on the samples exactly one of the two "
+    "the CI and a two-sided p (counted as (k + 1) / (n + 1): never below 0.002). Accuracy: McNemar's test on the samples exactly one of the two "
     "gets right (exact binomial below 25 such samples, else chi-square with continuity "
     "correction); multilabel samples count as right when every label is. Ensemble: the folds' "
     "averaged probabilities. Unlike the fold-level t-test above, these tests treat the test "
