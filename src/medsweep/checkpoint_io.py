@@ -18,7 +18,6 @@ import os
 import time
 from pathlib import Path
 from typing import Any
-from weakref import proxy
 
 import torch
 from lightning.fabric.plugins import CheckpointIO
@@ -216,6 +215,7 @@ class BestCheckpoint(ModelCheckpoint):
     def __init__(self, training_state: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
         self.training_state = bool(training_state)
+        self._saving = False  # True while Lightning dumps a checkpoint this callback saves
         if self.save_last and not self.training_state:
             raise ValueError(
                 "BestCheckpoint(save_last=true) would write last.ckpt without the optimizer state "
@@ -223,20 +223,22 @@ class BestCheckpoint(ModelCheckpoint):
             )
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        if self.training_state or self.save_weights_only:
+        self._saving = not self.training_state
+        try:
             super()._save_checkpoint(trainer, filepath)
-            return
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
-        for key in TRAINING_STATE:
-            checkpoint.pop(key, None)
-        trainer.strategy.save_checkpoint(checkpoint, filepath)
-        trainer.strategy.barrier("BestCheckpoint._save_checkpoint")
-        # what ModelCheckpoint._save_checkpoint records after its save
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
+        finally:
+            self._saving = False
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        """Drop the training state from a checkpoint this callback saves (the others keep it).
+
+        Lightning calls the checkpoint callbacks' hooks last, after every other callback's, so
+        nothing that runs later reads what is dropped here.
+        """
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._saving:
+            for key in TRAINING_STATE:
+                checkpoint.pop(key, None)
 
 
 __all__ = [
