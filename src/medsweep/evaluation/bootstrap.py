@@ -157,6 +157,30 @@ def resampled_auroc(
     return out
 
 
+def matching_resampled_auroc(
+    fn: MetricFn,
+    targets: np.ndarray,
+    probs: np.ndarray,
+    task: str,
+    resamples: np.ndarray,
+    value: float | None = None,
+) -> np.ndarray | None:
+    """``resampled_auroc`` on ``resamples``, provided it gives ``fn``'s own value on all samples.
+
+    ``value``: ``fn(targets, probs)`` when the caller has it. None when ``resampled_auroc`` does
+    not cover the inputs or disagrees with ``fn`` there (another AUROC definition) by more than
+    1e-12: the caller then scores each resample with ``fn`` itself.
+    """
+    value = float(fn(targets, probs)) if value is None else value
+    whole = resampled_auroc(targets, probs, task, np.arange(len(targets))[None, :])
+    if whole is None:
+        return None
+    same = np.isclose(whole[0], value, rtol=0, atol=1e-12) or (
+        np.isnan(whole[0]) and np.isnan(value)
+    )
+    return resampled_auroc(targets, probs, task, resamples) if same else None
+
+
 def bootstrap_auroc(
     fn: MetricFn,
     targets: np.ndarray,
@@ -174,15 +198,10 @@ def bootstrap_auroc(
     scored with ``fn`` instead, so the interval is always that of ``fn``.
     """
     estimate = float(fn(targets, probs))
-    strata = strata_of(targets, task)
-    whole = resampled_auroc(targets, probs, task, np.arange(len(strata))[None, :])
-    same = whole is not None and (
-        np.isclose(whole[0], estimate, rtol=0, atol=1e-12)
-        or (np.isnan(whole[0]) and np.isnan(estimate))
-    )
-    if not same:
+    resamples = resample_indices(strata_of(targets, task), n_boot, seed)
+    values = matching_resampled_auroc(fn, targets, probs, task, resamples, estimate)
+    if values is None:
         return bootstrap_metric(fn, targets, probs, task, n_boot, confidence, seed)
-    values = resampled_auroc(targets, probs, task, resample_indices(strata, n_boot, seed))
     return percentile_interval(estimate, values, confidence)
 
 

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medsweep.evaluation.bootstrap import resample_indices, resampled_auroc, strata_of
+from medsweep.evaluation.bootstrap import (
+    matching_resampled_auroc,
+    percentile_interval,
+    resample_indices,
+    strata_of,
+)
 from medsweep.evaluation.delong import delong_test
 from medsweep.evaluation.metrics import MetricFn, metric_functions, predicted_labels
 
@@ -74,17 +79,18 @@ def _resampled_auroc_diffs(
     targets: np.ndarray,
     probs_a: np.ndarray,
     probs_b: np.ndarray,
+    whole: tuple[float, float],
     task: str,
     resamples: np.ndarray,
 ) -> np.ndarray:
     """AUROC of a minus AUROC of b on every row of ``resamples`` (NaN where either is undefined).
 
-    All resamples are scored at once by ``resampled_auroc``, which gives the values of ``auroc``
-    (``metric_functions(task)["auroc"]``); inputs it does not cover are scored one resample at a
-    time with ``auroc`` itself.
+    ``whole``: ``auroc`` of a and of b on all samples. All resamples are scored at once
+    (``matching_resampled_auroc``) where that gives ``auroc``'s values; other inputs are scored
+    one resample at a time with ``auroc`` itself.
     """
-    fast_a = resampled_auroc(targets, probs_a, task, resamples)
-    fast_b = resampled_auroc(targets, probs_b, task, resamples)
+    fast_a = matching_resampled_auroc(auroc, targets, probs_a, task, resamples, whole[0])
+    fast_b = matching_resampled_auroc(auroc, targets, probs_b, task, resamples, whole[1])
     if fast_a is not None and fast_b is not None:
         return fast_a - fast_b
     return np.array(
@@ -135,12 +141,13 @@ def compare_on_test(
             targets,
             probs_a,
             probs_b,
+            (a, b),
             task,
             resample_indices(strata_of(targets, task), n_boot, seed),
         )
         diffs = diffs[np.isfinite(diffs)]
-        alpha = (1 - confidence) / 2
-        low, high = np.quantile(diffs, [alpha, 1 - alpha]) if diffs.size else (NAN, NAN)
+        interval = percentile_interval(a - b, diffs, confidence)
+        low, high = interval.low, interval.high
         p = bootstrap_p_value(diffs) if diffs.size else NAN
         out.update(
             auroc_a=a,

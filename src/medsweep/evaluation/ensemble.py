@@ -9,9 +9,9 @@ import pandas as pd
 
 from medsweep.evaluation.bootstrap import (
     bootstrap_statistic,
+    matching_resampled_auroc,
     percentile_interval,
     resample_indices,
-    resampled_auroc,
     strata_of,
 )
 from medsweep.evaluation.data import EvalData, Part, common_test_order
@@ -88,31 +88,27 @@ def _gain_statistic(
 
 
 def _resampled_auroc_gains(
+    fn: MetricFn,
     targets: np.ndarray,
     predictions: Sequence[np.ndarray],
     whole: Sequence[float],
     task: str,
     resamples: np.ndarray,
 ) -> np.ndarray | None:
-    """AUROC of ``predictions[0]`` (the ensemble) minus the mean AUROC of the others (the
-    members) on every row of ``resamples``, all scored at once by ``resampled_auroc``; NaN where
-    any of them is undefined.
+    """AUROC ``fn`` of ``predictions[0]`` (the ensemble) minus its mean over the others (the
+    members) on every row of ``resamples``, all scored at once (``matching_resampled_auroc``);
+    NaN where any of them is undefined.
 
-    ``whole`` holds the metric's own values of ``predictions`` on all samples. None when
-    ``resampled_auroc`` does not cover the inputs or does not give those values (the metric is
-    another AUROC), so the caller scores each resample with the metric instead.
+    ``whole`` holds ``fn``'s values of ``predictions`` on all samples. None when the resampled
+    AUROC does not cover the inputs or does not give those values (``fn`` is another AUROC), so
+    the caller scores each resample with ``fn`` instead.
     """
-    everything = np.arange(len(targets))[None, :]
+    scores = []
     for probs, value in zip(predictions, whole):
-        check = resampled_auroc(targets, probs, task, everything)
-        if check is None:
+        score = matching_resampled_auroc(fn, targets, probs, task, resamples, value)
+        if score is None:
             return None
-        same = np.isclose(check[0], value, rtol=0, atol=1e-12)
-        if not (same or (np.isnan(check[0]) and np.isnan(value))):
-            return None
-    scores = [resampled_auroc(targets, probs, task, resamples) for probs in predictions]
-    if any(s is None for s in scores):
-        return None
+        scores.append(score)
     # (n_boot, k) with the members along the contiguous axis: each row averaged as np.mean
     # averages the k values of one resample
     members = np.stack(scores[1:], axis=1)
@@ -144,6 +140,7 @@ def ensemble_gain(
         gains = None
         if name == "auroc":
             gains = _resampled_auroc_gains(
+                fn,
                 targets,
                 [ensemble_probs, *member_probs],
                 [ensemble, *singles],
