@@ -250,3 +250,15 @@ def test_a_wrong_plain_value_stops_train_py_before_torch_is_imported(tmp_path):
     assert "medsweep.config_check" in imported  # -X importtime did list the imports
     assert not imported & {"torch", "lightning", "timm", "sklearn"}, sorted(imported)[:20]
     assert not (run_dir / "metrics.json").exists()  # nothing was started
+
+
+def test_the_pipeline_leaves_scikit_learn_estimators_to_the_classical_models():
+    """Importing the pipeline (every run's start-up) does not import the classical models."""
+    code = (
+        "import sys, medsweep.pipeline; "
+        "print(sorted(m for m in ('medsweep.models.classical', 'sklearn.ensemble', 'sklearn.svm') "
+        "if m in sys.modules))"
+    )
+    result = run_cli(["-c", code])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
