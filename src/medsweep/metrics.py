@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import log_loss
 from torchmetrics import Metric, MetricCollection
 from torchmetrics import classification as C
 
@@ -115,6 +114,8 @@ def evaluate_probabilities(
 
 def log_loss_of(probs: np.ndarray, targets: np.ndarray, task: str, num_classes: int) -> float:
     """Cross-entropy (multiclass) or binary cross-entropy averaged over labels, like the losses."""
+    from sklearn.metrics import log_loss  # after training: not among the imports before step 1
+
     if task == "multiclass":
         return float(log_loss(targets, probs, labels=list(range(num_classes))))
     if task == "binary":

@@ -30,6 +30,7 @@ from medsweep.data.datamodule import (
     resolve_pin_memory,
 )
 from medsweep.data.transforms import resolve_normalization
+from medsweep.lazy_import import deferred
 from medsweep.losses import check_loss_output, loss_arguments
 from medsweep.metrics import evaluate_probabilities
 from medsweep.module import ClassificationModule, dense_targets
@@ -486,6 +487,10 @@ def train(cfg: DictConfig) -> dict:
     try:
         if primary:
             _save_config(cfg, run_dir)
+        # timm imports W&B for its own scripts' logging (about 0.5 s before the first step): it
+        # gets a stand-in that imports W&B when used; the W&B logger imports it as usual
+        with deferred("wandb"):
+            import timm  # noqa: F401
         check_config(cfg)
         L.seed_everything(cfg.seed, workers=True)
         dm = build_datamodule(cfg, run_dir)

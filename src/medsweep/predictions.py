@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a table is made or read: after training, not before
+    import pandas as pd
 
 PROB_PREFIX = "prob/"
 TARGET_PREFIX = "target/"
@@ -39,6 +42,8 @@ def prediction_frame(
     classes: Sequence[str],
 ) -> pd.DataFrame:
     """One part's predictions as a table (``probs``: (N,) positive class for binary, else (N, K))."""
+    import pandas as pd
+
     probs = np.asarray(probs, dtype=np.float64)
     targets = np.asarray(targets)
     n = len(indices)
@@ -72,6 +77,8 @@ def prediction_frame(
 
 def write_predictions(frames: Sequence[pd.DataFrame], path: str | Path) -> Path:
     """Write the parts' tables to ``path`` (.parquet; .csv beside it when pyarrow is missing)."""
+    import pandas as pd
+
     path = Path(path)
     frame = pd.concat(list(frames), ignore_index=True)
     if path.suffix == ".parquet" and not parquet_available():
@@ -87,6 +94,8 @@ def write_predictions(frames: Sequence[pd.DataFrame], path: str | Path) -> Path:
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """Load a predictions file written by ``write_predictions``."""
+    import pandas as pd
+
     path = Path(path)
     if path.suffix == ".parquet":
         return pd.read_parquet(path)

@@ -7,12 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import (
-    GroupKFold,
-    StratifiedGroupKFold,
-    StratifiedKFold,
-    train_test_split,
-)
 
 from medsweep.data.sources import ImageSource
 
@@ -36,6 +30,10 @@ class Splits:
 
 def _kfold(labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int):
     """The scikit-learn / iterative-stratification splitter that fits the labels and groups."""
+    # scikit-learn (with scipy and pandas: about 0.4 s) is imported by the runs that split only,
+    # not by those that read a source's predefined train / val / test parts
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
+
     if labels.ndim == 2:
         if groups is not None:
             return GroupKFold(n_splits=n_splits)
@@ -58,6 +56,8 @@ def _hold_out(
     y = labels[index]
     g = None if groups is None else groups[index]
     if g is None and y.ndim == 1:
+        from sklearn.model_selection import train_test_split
+
         rest, held = train_test_split(index, test_size=fraction, stratify=y, random_state=seed)
         return np.sort(rest), np.sort(held)
     if g is None:
