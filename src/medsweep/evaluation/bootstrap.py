@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -179,6 +179,25 @@ def matching_resampled_auroc(
         np.isnan(whole[0]) and np.isnan(value)
     )
     return resampled_auroc(targets, probs, task, resamples) if same else None
+
+
+def matching_resampled_aurocs(
+    fn: MetricFn,
+    targets: np.ndarray,
+    predictions: Sequence[np.ndarray],
+    task: str,
+    resamples: np.ndarray,
+    values: Sequence[float],
+) -> list[np.ndarray] | None:
+    """``matching_resampled_auroc`` of each of ``predictions`` (``values``: ``fn`` of each on all
+    samples) on the same resamples; None as soon as one of them is not reproduced."""
+    scores = []
+    for probs, value in zip(predictions, values, strict=True):
+        score = matching_resampled_auroc(fn, targets, probs, task, resamples, value)
+        if score is None:
+            return None
+        scores.append(score)
+    return scores
 
 
 def bootstrap_auroc(

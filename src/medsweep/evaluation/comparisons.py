@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medsweep.evaluation.bootstrap import (
-    matching_resampled_auroc,
+    matching_resampled_aurocs,
     percentile_interval,
     resample_indices,
     strata_of,
@@ -86,13 +86,12 @@ def _resampled_auroc_diffs(
     """AUROC of a minus AUROC of b on every row of ``resamples`` (NaN where either is undefined).
 
     ``whole``: ``auroc`` of a and of b on all samples. All resamples are scored at once
-    (``matching_resampled_auroc``) where that gives ``auroc``'s values; other inputs are scored
+    (``matching_resampled_aurocs``) where that gives ``auroc``'s values; other inputs are scored
     one resample at a time with ``auroc`` itself.
     """
-    fast_a = matching_resampled_auroc(auroc, targets, probs_a, task, resamples, whole[0])
-    fast_b = matching_resampled_auroc(auroc, targets, probs_b, task, resamples, whole[1])
-    if fast_a is not None and fast_b is not None:
-        return fast_a - fast_b
+    fast = matching_resampled_aurocs(auroc, targets, [probs_a, probs_b], task, resamples, whole)
+    if fast is not None:
+        return fast[0] - fast[1]
     return np.array(
         [auroc(targets[r], probs_a[r]) - auroc(targets[r], probs_b[r]) for r in resamples]
     )

@@ -9,7 +9,7 @@ import pandas as pd
 
 from medsweep.evaluation.bootstrap import (
     bootstrap_statistic,
-    matching_resampled_auroc,
+    matching_resampled_aurocs,
     percentile_interval,
     resample_indices,
     strata_of,
@@ -96,19 +96,16 @@ def _resampled_auroc_gains(
     resamples: np.ndarray,
 ) -> np.ndarray | None:
     """AUROC ``fn`` of ``predictions[0]`` (the ensemble) minus its mean over the others (the
-    members) on every row of ``resamples``, all scored at once (``matching_resampled_auroc``);
+    members) on every row of ``resamples``, all scored at once (``matching_resampled_aurocs``);
     NaN where any of them is undefined.
 
     ``whole`` holds ``fn``'s values of ``predictions`` on all samples. None when the resampled
     AUROC does not cover the inputs or does not give those values (``fn`` is another AUROC), so
     the caller scores each resample with ``fn`` instead.
     """
-    scores = []
-    for probs, value in zip(predictions, whole):
-        score = matching_resampled_auroc(fn, targets, probs, task, resamples, value)
-        if score is None:
-            return None
-        scores.append(score)
+    scores = matching_resampled_aurocs(fn, targets, predictions, task, resamples, whole)
+    if scores is None:
+        return None
     # (n_boot, k) with the members along the contiguous axis: each row averaged as np.mean
     # averages the k values of one resample
     members = np.stack(scores[1:], axis=1)
