@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 
 import pytest
 import torch
@@ -252,15 +253,36 @@ def test_a_wrong_plain_value_stops_train_py_before_torch_is_imported(tmp_path):
     assert not (run_dir / "metrics.json").exists()  # nothing was started
 
 
-def test_the_pipeline_imports_neither_scikit_learn_nor_pandas():
+def test_the_pipeline_imports_neither_scikit_learn_nor_pandas_nor_scipy_signal():
     """Importing the pipeline (every run's start-up) leaves out what runs after training (the
     predictions table, the log-loss) or only in some runs (the splitters, the classical models):
-    scikit-learn and pandas, with scipy's statistics, about 0.5 s."""
-    code = (
-        "import sys, medsweep.pipeline; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'pandas'}), "
-        "'medsweep.models.classical' in sys.modules)"
+    scikit-learn and pandas, with scipy's statistics, about 0.5 s; and scipy.signal, which
+    torchmetrics imports for its audio metrics (0.7-1 s). The metrics still compute, and a later
+    ``import scipy.signal`` is the real module."""
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import medsweep.pipeline
+        out = {
+            "libraries": sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'pandas'}),
+            "classical": 'medsweep.models.classical' in sys.modules,
+            "signal": 'scipy.signal' in sys.modules,
+        }
+        import torch
+        from torchmetrics.classification import BinaryAUROC
+        auroc = BinaryAUROC()
+        auroc.update(torch.tensor([0.1, 0.8, 0.45, 0.4]), torch.tensor([0, 1, 0, 1]))
+        out["auroc"] = float(auroc.compute())
+        import scipy.signal
+        out["window"] = scipy.signal.windows.hamming(3).tolist()
+        print(json.dumps(out))
+        """
     )
     result = run_cli(["-c", code])
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "[] False"
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["libraries"] == [] and not out["classical"] and not out["signal"]
+    assert out["auroc"] == pytest.approx(
+        0.75
+    )  # (pos, neg) pairs: 0.8 above both, 0.4 above 0.1 only
+    assert out["window"] == pytest.approx([0.08, 1.0, 0.08])  # 0.54 - 0.46 cos(2 pi n / 2)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import CONF, run_cli
 
-from medsweep.lazy_import import deferred, imported
+from medsweep.lazy_import import deferred, forwarding, imported
 
 
 @pytest.fixture
@@ -27,6 +27,9 @@ def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             _count = Path({str(counter)!r})
             _count.write_text(str(int(_count.read_text()) + 1))
             VALUE = 6 * 7
+
+            def double(x):
+                return 2 * x
             """
         )
     )
@@ -88,8 +91,42 @@ def test_deferred_leaves_imported_and_missing_modules_alone():
     with deferred("no_such_module_anywhere"), pytest.raises(ModuleNotFoundError):
         import no_such_module_anywhere  # noqa: F401
     assert "no_such_module_anywhere" not in sys.modules
-    with pytest.raises(ValueError, match="top-level"), deferred("os.path"):
-        pass
+    import os.path
+
+    with deferred("os.path"):
+        import os.path as inside
+    assert inside is os.path and sys.modules["os.path"] is os.path
+    with deferred("no_such_package_anywhere.sub"), pytest.raises(ModuleNotFoundError):
+        import no_such_package_anywhere.sub  # noqa: F401
+
+
+def test_a_submodule_is_deferred_and_its_attributes_answer_without_importing(package):
+    """``deferred("package.sub")``: the import statement and the parent's attribute give the
+    stand-in; the names in ``attributes`` are answered without importing; first use imports the
+    real submodule, which the parent then holds."""
+    import lazy_probe
+
+    with deferred("lazy_probe.sub", attributes={"EXTRA": "held"}):
+        import lazy_probe.sub
+        from lazy_probe import sub as bound
+
+        assert bound is lazy_probe.sub  # the parent's attribute is the stand-in too
+        assert hasattr(bound, "EXTRA") and bound.EXTRA == "held"
+    assert "lazy_probe.sub" not in sys.modules and not imported("lazy_probe.sub")
+    assert "sub" not in vars(lazy_probe)  # as before the block
+    assert bound.TWICE == 84  # first use: the real submodule
+    real = sys.modules["lazy_probe.sub"]
+    assert imported("lazy_probe.sub") and lazy_probe.sub is real and real is not bound
+    assert not hasattr(real, "EXTRA")  # the held names were the stand-in's only
+    assert package.read_text() == "1"  # the parent package ran once
+
+
+def test_forwarding_imports_its_module_at_the_first_call(package):
+    double = forwarding("lazy_probe", "double")
+    assert double.__name__ == "double" and "lazy_probe" not in sys.modules
+    assert package.read_text() == "0"
+    assert double(21) == 42 and double(x=4) == 8
+    assert package.read_text() == "1" and imported("lazy_probe")
 
 
 def test_timm_imports_a_deferred_wandb_without_running_it():
@@ -97,7 +134,7 @@ def test_timm_imports_a_deferred_wandb_without_running_it():
     code = textwrap.dedent(
         """
         import importlib.metadata, json, sys
-        from medsweep.lazy_import import deferred, imported
+        from medsweep.lazy_import import deferred, forwarding, imported
         with deferred("wandb"):
             import timm
         bound = sys.modules["timm.utils.summary"].wandb

@@ -11,6 +11,12 @@ everything on to it. It sits in ``sys.modules`` only inside the ``with`` block: 
 ``import wandb`` anywhere is an ordinary import of the real module, which is the one the
 stand-in forwards to (so both names reach the same library state).
 
+A submodule can be deferred too: torchmetrics imports ``scipy.signal`` (0.7-1 s) for its audio
+metrics, which an image classifier never computes::
+
+    with deferred("scipy.signal", attributes={"hamming": forwarding("scipy.signal.windows", "hamming")}):
+        import lightning
+
 (importlib's ``LazyLoader`` does not fit: the ``import`` statement reads the module's
 ``__spec__``, which runs a lazy module at once, and a lazy package run by a submodule import
 has that submodule loaded twice.)
@@ -22,7 +28,7 @@ import importlib
 import importlib.util
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 
@@ -50,28 +56,55 @@ def _real(stand_in: _StandIn) -> types.ModuleType:
 
 
 @contextmanager
-def deferred(name: str) -> Iterator[None]:
+def deferred(name: str, attributes: Mapping[str, object] | None = None) -> Iterator[None]:
     """Inside the block, ``import name`` binds a stand-in that imports ``name`` on first use.
 
-    Nothing changes when ``name`` is imported already or not installed. Top-level modules only;
-    a submodule of ``name`` imported inside the block would be loaded twice (the real package's
-    code imports it too), so the block should hold the imports of the library that binds it.
+    Nothing changes when ``name`` is imported already or not installed. ``name`` may be a
+    submodule (``scipy.signal``): its parent package is imported, and inside the block the
+    parent's attribute is the stand-in too. A submodule of ``name`` imported inside the block
+    would be loaded twice (the real package's code imports it too), so the block should hold
+    the imports of the library that binds ``name`` and nothing that uses it.
+
+    ``attributes``: names the stand-in holds itself, so that a library that only checks them
+    (torchmetrics' ``hasattr(scipy.signal, "hamming")`` before it patches the name in) does
+    not import the module; every other attribute is the real module's.
     """
-    if "." in name:
-        raise ValueError(f"deferred() takes a top-level module, not {name!r}")
-    if name in sys.modules or importlib.util.find_spec(name) is None:
+    try:  # (for a submodule this imports its parent package, which may import it as well)
+        missing = name not in sys.modules and importlib.util.find_spec(name) is None
+    except ModuleNotFoundError:  # the parent package is missing
+        missing = True
+    if missing or name in sys.modules:
         yield
         return
+    parent_name, _, child = name.rpartition(".")
+    parent = sys.modules[parent_name] if parent_name else None  # find_spec imported it
     stand_in = _StandIn(name, f"stand-in for {name}, imported on first use")
     # what ``import`` reads of a module in sys.modules: no attribute lookup reaches the real one
     object.__setattr__(stand_in, "__spec__", None)
     object.__setattr__(stand_in, "__file__", None)
+    for attr, value in (attributes or {}).items():
+        object.__setattr__(stand_in, attr, value)
     sys.modules[name] = stand_in
+    if parent is not None:
+        setattr(parent, child, stand_in)
     try:
         yield
     finally:
         if sys.modules.get(name) is stand_in:
             del sys.modules[name]
+        if parent is not None and parent.__dict__.get(child) is stand_in:
+            delattr(parent, child)  # as before the block: set by the real module's import
+
+
+def forwarding(module: str, attr: str) -> Callable:
+    """A function that calls ``module.attr``, importing ``module`` at its first call."""
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = attr
+    call.__doc__ = f"{module}.{attr}, imported at the first call."
+    return call
 
 
 def imported(name: str) -> bool:

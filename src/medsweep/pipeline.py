@@ -10,7 +10,14 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import lightning as L
+from medsweep.lazy_import import deferred, forwarding
+
+# torchmetrics imports scipy.signal (0.7-1 s) for its audio metrics, and patches ``hamming`` into
+# it when missing for an audio package: imported when something uses it, not by every run
+with deferred(
+    "scipy.signal", attributes={"hamming": forwarding("scipy.signal.windows", "hamming")}
+):
+    import lightning as L
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
@@ -30,7 +37,6 @@ from medsweep.data.datamodule import (
     resolve_pin_memory,
 )
 from medsweep.data.transforms import resolve_normalization
-from medsweep.lazy_import import deferred
 from medsweep.losses import check_loss_output, loss_arguments
 from medsweep.metrics import evaluate_probabilities
 from medsweep.module import ClassificationModule, dense_targets
