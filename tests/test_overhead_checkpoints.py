@@ -53,6 +53,7 @@ def test_a_replaced_snapshot_lends_its_buffers_and_the_files_hold_the_live_value
     assert not torch.equal(held["state_dict"]["0.weight"], model.state_dict()["0.weight"])
     io.teardown()
     assert not io._spare  # buffers are freed when the stage ends
+    io.wait()  # the files are written by a thread
     loaded = torch.load(path, weights_only=False)
     assert loaded["epoch"] == 1 and loaded["callbacks"]["History"]["rows"] == [{"epoch": 1}]
     for key, value in held["state_dict"].items():
@@ -108,3 +109,129 @@ def test_best_checkpoint_leaves_out_the_training_state_and_last_keeps_it(tmp_pat
     assert os.path.getsize(folder / "best.ckpt") < 0.5 * os.path.getsize(folder / "last.ckpt")
     with pytest.raises(ValueError, match="last_checkpoint"):
         BestCheckpoint(dirpath=tmp_path, save_last=True)
+
+
+def _gated_writes(monkeypatch, fail: bool = False):
+    """Make the writer thread wait for ``gate`` (or fail) before each file it writes."""
+    import threading
+
+    import medsweep.checkpoint_io as checkpoint_io
+
+    gate, started, write = threading.Event(), threading.Event(), checkpoint_io.write_checkpoint
+
+    def gated(checkpoint, path):
+        started.set()
+        assert gate.wait(60)
+        if fail:
+            raise OSError(f"no space left for {path}")
+        write(checkpoint, path)
+
+    monkeypatch.setattr(checkpoint_io, "write_checkpoint", gated)
+    return gate, started
+
+
+def test_files_due_at_a_stage_end_are_written_by_a_thread_and_read_from_memory_meanwhile(
+    tmp_path, monkeypatch
+):
+    gate, started = _gated_writes(monkeypatch)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Linear(6, 2))
+    optimizer = torch.optim.Adam(model.parameters())
+    _train_step(model, optimizer)
+    io = DeferredCheckpointIO(interval_s=3600)
+    best, last = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
+    io.save_checkpoint(_checkpoint(model, optimizer, 4), best)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    _train_step(model, optimizer)
+    io.save_checkpoint(_checkpoint(model, optimizer, 5), last)
+    io.teardown()  # the end of fit: returns with the files still to write
+    assert started.wait(60) and not best.exists() and not last.exists()
+    assert io.held(best)["epoch"] == 4 and io.held(tmp_path / "other.ckpt") is None
+    held = io.load_checkpoint(best)  # the evaluation's load: the copy in memory
+    assert held["epoch"] == 4 and held["state_dict"].keys() == weights.keys()
+    assert all(torch.equal(held["state_dict"][k], v) for k, v in weights.items())
+    held["state_dict"].clear()  # the caller's copy: what the file gets is unchanged
+    held["epoch"] = -1
+    io.teardown()  # a later stage with nothing pending leaves the thread writing
+    assert not best.exists()
+    gate.set()
+    io.wait()
+    on_disk = torch.load(best, weights_only=True)
+    assert on_disk["epoch"] == 4
+    assert all(torch.equal(on_disk["state_dict"][k], v) for k, v in weights.items())
+    assert torch.load(last, weights_only=True)["epoch"] == 5 and io.writes == 2
+    assert io.load_checkpoint(best)["epoch"] == 4  # from disk now
+
+
+def test_a_later_write_waits_for_the_thread_and_its_error_reaches_wait(tmp_path, monkeypatch):
+    import threading
+
+    import pytest
+
+    gate, started = _gated_writes(monkeypatch)
+    path = tmp_path / "last.ckpt"
+    io = DeferredCheckpointIO(interval_s=3600)
+    io.save_checkpoint({"epoch": 1}, path)
+    io.teardown()
+    assert started.wait(60)
+    io.save_checkpoint({"epoch": 2}, path)
+    threading.Timer(0.3, gate.set).start()
+    io.flush()  # waits for the thread's epoch 1 before writing epoch 2 over it
+    assert torch.load(path, weights_only=True) == {"epoch": 2}
+
+    monkeypatch.undo()
+    gate, started = _gated_writes(monkeypatch, fail=True)
+    io.save_checkpoint({"epoch": 3}, path)
+    io.teardown()
+    gate.set()
+    with pytest.raises(RuntimeError, match="writing the checkpoints failed: no space left"):
+        io.wait()
+    io.wait()  # reported once
+    assert torch.load(path, weights_only=True) == {"epoch": 2}  # the earlier file is whole
+
+
+def test_a_run_evaluating_from_memory_reports_what_the_files_hold(tmp_path):
+    """The evaluation after the fit reads the best weights from memory while a thread writes the
+    files: the same metrics and predictions as a run that writes them first, the best file holds
+    the weights the reported metrics were computed with, and the test AUROC is scikit-learn's
+    on the predictions file."""
+    import pandas as pd
+    import pytest
+    from helpers import run
+    from omegaconf import OmegaConf
+    from sklearn.metrics import roc_auc_score
+
+    from medsweep.checkpoints import load_checkpoint
+
+    overrides = [
+        "data=digits_binary",
+        "model=small_cnn",
+        "data.image_size=16",
+        "data.batch_size=32",
+        "callbacks.progress_bar=null",
+        "trainer.max_epochs=3",
+        "+trainer.limit_train_batches=4",
+    ]
+    threaded = run(overrides, tmp_path / "threaded")
+    at_once = run([*overrides, "trainer.plugins.0.background=false"], tmp_path / "at_once")
+    folders = [tmp_path / "threaded", tmp_path / "at_once"]
+    config = OmegaConf.load(folders[0] / threaded["paths"]["config"])
+    assert config.trainer.plugins[0].background is True
+    assert threaded["status"] == at_once["status"] == "ok"
+    assert threaded["best_epoch"] == at_once["best_epoch"]
+    for part in ("val", "test"):
+        assert threaded[part] == at_once[part]
+    preds = [
+        pd.read_parquet(f / r["paths"]["predictions"]) for f, r in zip(folders, [threaded, at_once])
+    ]
+    pd.testing.assert_frame_equal(preds[0], preds[1])
+    best = [load_checkpoint(f / "checkpoints" / "best.ckpt") for f in folders]
+    assert best[0]["epoch"] == threaded["best_epoch"]
+    assert best[0]["state_dict"].keys() == best[1]["state_dict"].keys()
+    for key, value in best[0]["state_dict"].items():
+        assert torch.equal(value, best[1]["state_dict"][key])
+    assert (folders[0] / threaded["paths"]["last_checkpoint"]).is_file()
+    test = preds[0][preds[0]["part"] == "test"]
+    assert len(test) and test["target"].nunique() == 2
+    auroc = roc_auc_score(test["target"] == 1, test[f"prob/{threaded['classes'][1]}"])
+    assert threaded["test"]["auroc"] == pytest.approx(auroc, abs=1e-6)

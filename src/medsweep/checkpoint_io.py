@@ -8,6 +8,11 @@ to save and writes the pending ones when ``interval_s`` has passed since its las
 teardown. ``LastCheckpoint`` saves the latest epoch only when ``interval_s`` has passed, and at
 the last epoch. A run killed hard loses at most the epochs of that interval; the files on disk
 are always a consistent pair (the best and the last of the same moment).
+
+The files due when a fit ends are written by a background thread (in one process; with several
+the other ranks read them from disk at once) while the evaluation after the fit runs: it loads
+the best weights from the copy in memory, and the run waits for the files (``wait``) before it
+reports them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -92,19 +98,30 @@ class DeferredCheckpointIO(TorchCheckpointIO):
     ``interval_s=0`` writes each checkpoint when it is saved. Pending checkpoints are written in
     the order they were saved, on the first save after the interval and on ``teardown`` (the end
     of every ``fit`` / ``validate`` / ``test``, including one ended by an exception).
+
+    ``background=True``: what ``teardown`` finds pending is written by a thread, and loading one
+    of those checkpoints meanwhile reads the copy in memory (the same tensors the file gets).
+    Every later write, removal or load from disk waits for the thread first; ``wait`` waits for
+    it and raises its error. Only in a single process: with several (DDP), ``teardown`` writes
+    at once, since the other ranks read the files from disk.
     """
 
-    def __init__(self, interval_s: float = 30.0):
+    def __init__(self, interval_s: float = 30.0, background: bool = True):
         super().__init__()
         if interval_s < 0:
             raise ValueError(f"interval_s={interval_s} must be >= 0")
         self.interval_s = float(interval_s)
+        self.background = bool(background)
         self.pending: dict[str, dict[str, Any]] = {}
         # the CPU tensors of snapshots replaced or written during a stage, copied into by the
         # next snapshots: no new 100+ MB allocation (and its page faults) at every save
         self._spare: dict[tuple, list[torch.Tensor]] = {}
         self.last_write = time.monotonic()
         self.writes = 0
+        # handed to the writer thread by teardown; only this (the calling) thread changes it
+        self._writing: dict[str, dict[str, Any]] = {}
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
@@ -122,21 +139,33 @@ class DeferredCheckpointIO(TorchCheckpointIO):
         if time.monotonic() - self.last_write >= self.interval_s:
             self.flush()
 
+    def held(self, path: str | Path) -> dict[str, Any] | None:
+        """The checkpoint of ``path`` held in memory (pending, or being written), else None.
+        Not a copy: for reading."""
+        return self.pending.get(str(path), self._writing.get(str(path)))
+
     def load_checkpoint(self, path: str | Path, map_location: Any | None = None, weights_only=None):
-        """Load from disk, after writing a pending checkpoint of that path."""
+        """Load from disk, after writing a pending checkpoint of that path; one the writer thread
+        is writing is read from memory (a copy of its structure: the caller may change it)."""
+        held = self._writing.get(str(path))
+        if held is not None and map_location in (None, "cpu", torch.device("cpu")):
+            return _structure_copy(held)
         if str(path) in self.pending:
             self.flush()
+        self.wait()
         return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
     def remove_checkpoint(self, path: str | Path) -> None:
         """Forget a pending checkpoint of ``path`` and remove its file."""
+        self.wait()
         removed = self.pending.pop(str(path), None)
         if removed is not None:
             _release(removed, self._spare)
         super().remove_checkpoint(path)
 
     def flush(self) -> None:
-        """Write every pending checkpoint, oldest first."""
+        """Write every pending checkpoint, oldest first (after the writer thread's)."""
+        self.wait()
         while self.pending:
             path = next(iter(self.pending))
             write_checkpoint(self.pending[path], path)
@@ -144,12 +173,62 @@ class DeferredCheckpointIO(TorchCheckpointIO):
             self.writes += 1
         self.last_write = time.monotonic()
 
+    def wait(self) -> None:
+        """Wait until the writer thread has written its checkpoints; raise its error if it failed."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        self._writing.clear()
+        error, self._error = self._error, None
+        if error is not None:
+            raise RuntimeError(f"writing the checkpoints failed: {error}") from error
+
+    def _write_in_background(self) -> None:
+        self._writing = dict(self.pending)
+        self.pending.clear()
+        self._writer = threading.Thread(
+            target=self._write_all, args=(dict(self._writing),), name="checkpoint-writer"
+        )
+        self._writer.start()
+        self.last_write = time.monotonic()
+
+    def _write_all(self, checkpoints: dict[str, dict[str, Any]]) -> None:
+        path = None
+        try:
+            for path, checkpoint in checkpoints.items():
+                write_checkpoint(checkpoint, path)
+                self.writes += 1
+        except BaseException as exc:  # handed to wait(); logged in case nothing waits
+            self._error = exc
+            log.error("writing the checkpoint %s failed: %s", path, exc)
+
     def teardown(self) -> None:
         """Write what is pending (end of a stage, or an exception); free the spare buffers."""
         try:
-            self.flush()
+            if not self.pending:  # (a writer thread started by an earlier stage goes on)
+                return
+            if self.background and not _several_processes():
+                self.wait()
+                self._write_in_background()
+            else:
+                self.flush()
         finally:
             self._spare.clear()
+
+
+def _several_processes() -> bool:
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+
+
+def _structure_copy(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``checkpoint``'s dicts and lists holding the same tensors."""
+    memo: dict[int, Any] = {}
+    apply_to_collection(checkpoint, torch.Tensor, lambda t: memo.setdefault(id(t), t))
+    return copy.deepcopy(checkpoint, memo)
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medsweep.allocator import keep_freed_memory
 from medsweep.callbacks import CarryCheckpoints, EpochSeeds, History, Timing
+from medsweep.checkpoint_io import DeferredCheckpointIO
 from medsweep.checkpoints import checked_checkpoint, load_checkpoint
 from medsweep.config_check import check_config
 from medsweep.data.datamodule import (
@@ -248,6 +249,30 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list) -> L.Tr
     )
 
 
+def _checkpoints_written(trainer: L.Trainer, raise_error: bool = True) -> None:
+    """Wait for the checkpoint files a writer thread is writing (DeferredCheckpointIO)."""
+    io = trainer.strategy.checkpoint_io
+    if not isinstance(io, DeferredCheckpointIO):
+        return
+    try:
+        io.wait()
+    except RuntimeError:
+        if raise_error:
+            raise
+        log.exception("the checkpoints of a failed run")
+
+
+def _best_epoch(trainer: L.Trainer, best: str | None) -> int:
+    """The epoch of the best checkpoint: from its copy in memory while its file is being
+    written, else from the file (weights only: a file handed in by ``resume`` is checked)."""
+    if not best:
+        return trainer.current_epoch - 1
+    io = trainer.strategy.checkpoint_io
+    held = io.held(best) if isinstance(io, DeferredCheckpointIO) else None
+    checkpoint = held if held is not None else load_checkpoint(best, "best checkpoint", mmap=True)
+    return int(checkpoint["epoch"])
+
+
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
     monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
     path = monitored[0].best_model_path if monitored else ""
@@ -426,18 +451,20 @@ def fit_lightning(
     trainer = build_trainer(cfg, run_dir, extra)
     record.threads = torch.get_num_threads()
     resume = checked_checkpoint(cfg.get("resume"), "resume")
-    trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
-    # several devices: the first rank writes the buffered checkpoints as fit ends; the others
-    # wait here so that none loads best.ckpt before it is on disk
-    trainer.strategy.barrier("checkpoints written")
-    best = _best_checkpoint(trainer)
-    record.best_epoch = (
-        int(load_checkpoint(best, "best checkpoint", mmap=True)["epoch"])
-        if best
-        else trainer.current_epoch - 1
-    )
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+        # several devices: the first rank writes the buffered checkpoints as fit ends; the
+        # others wait here so that none loads best.ckpt before it is on disk (one device: a
+        # thread writes them while the evaluation reads the best weights from memory)
+        trainer.strategy.barrier("checkpoints written")
+        best = _best_checkpoint(trainer)
+        record.best_epoch = _best_epoch(trainer, best)
+        parts = _evaluate(trainer, module, dm, best)
+        _checkpoints_written(trainer)
+    except BaseException:
+        _checkpoints_written(trainer, raise_error=False)  # the files, before the run is failed
+        raise
     record.epochs_run = trainer.current_epoch
-    parts = _evaluate(trainer, module, dm, best)
     log_summary(trainer, parts, dm.classes)  # best-checkpoint metrics and charts to W&B
     record.timing = timing.summary()
     last = run_dir / "checkpoints" / "last.ckpt"
