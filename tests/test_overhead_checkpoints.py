@@ -3,6 +3,8 @@ needs: the same values (and files) as fresh copies, without new memory at every 
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from lightning.fabric.utilities.apply_func import apply_to_collection
 
@@ -235,3 +237,48 @@ def test_a_run_evaluating_from_memory_reports_what_the_files_hold(tmp_path):
     assert len(test) and test["target"].nunique() == 2
     auroc = roc_auc_score(test["target"] == 1, test[f"prob/{threaded['classes'][1]}"])
     assert threaded["test"]["auroc"] == pytest.approx(auroc, abs=1e-6)
+
+
+class _PausesPickling:
+    """Pickles as an empty OrderedDict (a type weights-only loading takes), after waiting for
+    ``gate``: holds the writer thread inside ``torch.save``."""
+
+    started = gate = None
+
+    def __deepcopy__(self, memo):  # the in-memory copy at save time does not pickle
+        return type(self)()
+
+    def __reduce__(self):
+        type(self).started.set()
+        assert type(self).gate.wait(60)
+        return (OrderedDict, ())
+
+
+def test_loader_workers_fork_while_the_thread_is_inside_torch_save(tmp_path):
+    """The evaluation after a fit may start loader workers (fork) while the thread writes: the
+    workers load their batches, and the file is whole once the write goes on."""
+    import threading
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    _PausesPickling.started, _PausesPickling.gate = threading.Event(), threading.Event()
+    io = DeferredCheckpointIO(interval_s=3600)
+    path = tmp_path / "best.ckpt"
+    weights = torch.randn(256, 256)
+    io.save_checkpoint({"epoch": 3, "weights": weights, "paused": _PausesPickling()}, path)
+    io.teardown()
+    assert _PausesPickling.started.wait(60) and io._writer.is_alive()
+    loader = DataLoader(
+        TensorDataset(torch.arange(48.0)),
+        batch_size=8,
+        num_workers=2,
+        multiprocessing_context="fork",
+        timeout=60,
+    )
+    assert sorted(float(x) for (batch,) in loader for x in batch) == list(range(48))
+    assert io._writer.is_alive()  # the workers started and finished during the write
+    _PausesPickling.gate.set()
+    io.wait()
+    on_disk = torch.load(path, weights_only=True)
+    assert on_disk["epoch"] == 3 and on_disk["paused"] == OrderedDict()
+    assert torch.equal(on_disk["weights"], weights)
