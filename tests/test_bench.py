@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import FAST, ROOT, run, run_cli
 
-from medsweep.bench import END, START, small_npz, summarize, write_table
+from medsweep.bench import END, START, plain_first, small_npz, summarize, write_table
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,51 @@ def test_tiny_bench_ratios_come_from_the_recorded_times(tiny_bench: Path) -> Non
         step = statistics.median(work["loader"]["step_img_s"])
         row = next(r for r in table if r[0] == name and r[1].startswith("training loader"))
         assert float(row[4]) == pytest.approx(loader / step, rel=1e-2)
+
+
+def test_tiny_bench_alternates_which_side_runs_first(tiny_bench: Path) -> None:
+    raw = json.loads((tiny_bench / "bench.json").read_text())
+    for work in raw["workloads"].values():
+        plain, suite = work["fit"]["plain"], work["fit"]["suite"]
+        # repeat 0: the plain loop started first; repeat 1: the suite did
+        assert plain[0]["started_at"] < suite[0]["started_at"] < plain[1]["started_at"]
+        assert suite[1]["started_at"] < plain[1]["started_at"]
+        assert plain[0]["started_at"] + plain[0]["fit_s"] <= suite[0]["started_at"] + 1e-3
+
+
+def test_pairs_run_in_abba_order_so_position_and_drift_cancel() -> None:
+    order = ["plain" if plain_first(r) else "suite" for r in range(8)]
+    assert order == ["plain", "suite", "suite", "plain"] * 2
+    # a cost of running second, and a speed drifting linearly with each run, fall on both sides
+    # alike over each four pairs: the mean position of the plain runs equals the suite's
+    positions = {"plain": [], "suite": []}
+    for r, first in enumerate(order):
+        second = "suite" if first == "plain" else "plain"
+        positions[first].append(2 * r)
+        positions[second].append(2 * r + 1)
+    assert sum(positions["plain"]) == sum(positions["suite"])
+    assert sum(p % 2 for p in positions["plain"]) == sum(p % 2 for p in positions["suite"])
+
+
+def test_pair_ratio_row_is_the_geometric_mean_and_its_t_interval() -> None:
+    from scipy import stats
+
+    plain, suite = [10.0, 12.0, 11.0, 9.0], [10.5, 12.0, 12.1, 9.3]
+    rows = summarize(_raw(plain, suite))
+    row = next(r for r in rows if r["figure"].startswith("fit throughput per pair"))
+    ratios = np.array(plain) / np.array(suite)  # the same images: throughput ratio = time ratio
+    logs = np.log(ratios)
+    half = stats.t.ppf(0.975, 3) * logs.std(ddof=1) / 2.0
+    assert row["ratio"] == pytest.approx(float(np.exp(logs.mean())), rel=1e-12)
+    low, high = np.exp(logs.mean() - half), np.exp(logs.mean() + half)
+    assert row["figure"] == (
+        f"fit throughput per pair: geometric mean of 4 ratios [95 % interval {low:.3f}, {high:.3f}]"
+    )
+    assert row["met"] is None and math.isnan(row["plain"])
+    # one pair gives no interval and no row
+    assert not any(
+        r["figure"].startswith("fit throughput per pair") for r in summarize(_raw([1.0], [2.0]))
+    )
 
 
 def _raw(plain_fit: list[float], suite_fit: list[float], images: int = 100) -> dict:

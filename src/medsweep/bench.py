@@ -1,9 +1,11 @@
 """The suite against a plain PyTorch loop doing the same work: fit throughput, start-up, loader.
 
-``medsweep bench`` (``make bench``) runs each workload as interleaved repeats (plain, suite,
-plain, suite, ...) and writes a markdown table in which every figure is the median of its
-repeats and a ratio against the plain loop measured in the same run; ``bench.json`` beside it
-holds every recorded time. ``--tiny`` runs the same code on a few images in seconds (the tests).
+``medsweep bench`` (``make bench``) runs each workload as interleaved repeats in alternating order
+(plain, suite, suite, plain, plain, suite, ...: a drift of the machine's speed, or a cost of
+running first, falls on both sides alike) and writes a markdown table in which every figure is
+the median of its repeats and a ratio against the plain loop measured in the same run, with the
+geometric mean of the per-pair fit ratios and its 95 % interval; ``bench.json`` beside it holds
+every recorded time. ``--tiny`` runs the same code on a few images in seconds (the tests).
 
 The plain loop is what a person writes by hand: the same network (built by the suite's own
 model factory), the same transformed images held as tensors, the same batch size, optimizer and
@@ -251,7 +253,7 @@ def _train_py(overrides: list[str]) -> list[str]:
 def fit_pairs(
     work: Workload, data_dir: Path, repeats: int, threads: int, device: str, scratch: Path
 ) -> dict:
-    """Interleaved in-process fits, plain then suite, ``repeats`` times; their recorded times.
+    """Interleaved in-process fits, ``repeats`` pairs in ``plain_first`` order; their times.
 
     The suite sets glibc's allocator for its process (``trainer.keep_freed_memory``); the plain
     loop shares the process, so it is set before the first fit of either: these ratios measure
@@ -270,27 +272,45 @@ def fit_pairs(
     dm = build_datamodule(cfg)
     train_xy, val_xy = _stack(dm.datasets["train"]), _stack(dm.datasets["val"])
     torch.set_num_threads(threads)
-    plain, suite = [], []
-    for r in range(repeats):
+
+    def run_plain() -> dict:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         torch.use_deterministic_algorithms(bool(cfg.trainer.get("deterministic", False)))
         model = build_model(cfg, dm)
-        plain.append(
-            plain_fit(model, train_xy, val_xy, work.epochs, work.batch_size, device=device)
-        )
-        run_dir = scratch / f"{work.name}-suite-{r}"
-        record = train(_compose(overrides, run_dir))
-        timing = record["timing"]
-        suite.append(
-            {
-                "fit_s": timing["fit_s"],
-                "images": len(dm.datasets["train"]) * record["epochs_run"],
-                "epochs": record["epochs_run"],
-                "best_epoch": record["best_epoch"],
-            }
-        )
+        started = time.time()
+        done = plain_fit(model, train_xy, val_xy, work.epochs, work.batch_size, device=device)
+        return {**done, "started_at": started}
+
+    def run_suite(r: int) -> dict:
+        started = time.time()
+        record = train(_compose(overrides, scratch / f"{work.name}-suite-{r}"))
         torch.set_num_threads(threads)
+        return {
+            "fit_s": record["timing"]["fit_s"],
+            "images": len(dm.datasets["train"]) * record["epochs_run"],
+            "epochs": record["epochs_run"],
+            "best_epoch": record["best_epoch"],
+            "started_at": started,
+        }
+
+    plain, suite = [], []
+    for r in range(repeats):
+        if plain_first(r):
+            plain.append(run_plain())
+            suite.append(run_suite(r))
+        else:
+            suite.append(run_suite(r))
+            plain.append(run_plain())
     return {"plain": plain, "suite": suite, "n_train": len(dm.datasets["train"])}
+
+
+def plain_first(repeat: int) -> bool:
+    """The order of a pair: plain first in repeats 0, 3, 4, 7, 8, ... (ABBA ABBA ...).
+
+    Within every four runs each side runs once first and once second, and their mean positions
+    are equal, so a cost of running first and a linear drift of the machine's speed cancel out.
+    """
+    return repeat % 4 in (0, 3)
 
 
 def loader_and_step(
@@ -352,46 +372,50 @@ def _process(cmd: list[str], timeout: float = 900) -> tuple[float, float, int]:
 def process_pairs(
     work: Workload, data_dir: Path, repeats: int, threads: int, scratch: Path
 ) -> dict:
-    """Whole processes, interleaved: the plain loop's script and ``train.py``; plus start-up times.
+    """Whole processes, interleaved in ``plain_first`` order: the plain loop's script and
+    ``train.py``; plus start-up times.
 
     The first training step is read from each process's own record (``first_step_at``).
     """
     py = sys.executable
     plain, suite = [], []
     npz = data_dir / f"{work.name}.npz"
-    for r in range(repeats):
+    overrides = suite_overrides(work, data_dir, threads)
+
+    def run_plain(r: int) -> dict:
         out = scratch / f"plain-process-{r}.json"
-        wall, t0, rc = _process(
-            [
-                py,
-                "-m",
-                "medsweep.bench",
-                "plain",
-                str(npz),
-                str(out),
-                str(work.epochs),
-                str(work.batch_size),
-                str(threads),
-            ]
-        )
+        args = [npz, out, work.epochs, work.batch_size, threads]
+        wall, t0, rc = _process([py, "-m", "medsweep.bench", "plain", *map(str, args)])
         rec = json.loads(out.read_text()) if rc == 0 and out.exists() else {}
-        plain.append(
-            {"wall_s": wall, "rc": rc, "first_step_s": _since(rec, t0), "fit_s": rec.get("fit_s")}
-        )
+        return {
+            "wall_s": wall,
+            "rc": rc,
+            "first_step_s": _since(rec, t0),
+            "fit_s": rec.get("fit_s"),
+            "started_at": t0,
+        }
+
+    def run_suite(r: int) -> dict:
         run_dir = scratch / f"suite-process-{r}"
-        overrides = suite_overrides(work, data_dir, threads)
         wall, t0, rc = _process(_train_py([*overrides, f"hydra.run.dir={run_dir}"]))
         metrics = run_dir / "metrics.json"
         rec = json.loads(metrics.read_text()) if metrics.exists() else {}
         timing = rec.get("timing") or {}
-        suite.append(
-            {
-                "wall_s": wall,
-                "rc": rc,
-                "first_step_s": _since(timing, t0),
-                "fit_s": timing.get("fit_s"),
-            }
-        )
+        return {
+            "wall_s": wall,
+            "rc": rc,
+            "first_step_s": _since(timing, t0),
+            "fit_s": timing.get("fit_s"),
+            "started_at": t0,
+        }
+
+    for r in range(repeats):
+        if plain_first(r):
+            plain.append(run_plain(r))
+            suite.append(run_suite(r))
+        else:
+            suite.append(run_suite(r))
+            plain.append(run_plain(r))
     help_s, error_s, value_s = [], [], []
     for _ in range(repeats):
         help_s.append(_process(_train_py(["--help"]))[0])
@@ -467,6 +491,25 @@ def environment(threads: int, device: str) -> dict:
     }
 
 
+def pair_ratios(plain: list[dict], suite: list[dict]) -> list[float]:
+    """Each pair's suite / plain throughput (images per second), pairs in recorded order."""
+    return [
+        (s["images"] / s["fit_s"]) / (p["images"] / p["fit_s"])
+        for p, s in zip(plain, suite)
+        if p.get("fit_s") and s.get("fit_s")
+    ]
+
+
+def geometric_interval(ratios: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Geometric mean of ``ratios`` and its t-interval (the mean and interval of their logs)."""
+    from scipy import stats
+
+    logs = np.log(np.asarray(ratios, dtype=float))
+    mean = float(logs.mean())
+    half = float(stats.t.ppf(0.5 + level / 2, len(logs) - 1) * stats.sem(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def summarize(raw: dict) -> list[dict]:
     """Table rows from the recorded times: medians and the suite / plain throughput ratios.
 
@@ -489,6 +532,21 @@ def summarize(raw: dict) -> list[dict]:
                 "met": suite_rate / plain_rate >= 0.97,
             }
         )
+        pairs = pair_ratios(fit["plain"], fit["suite"])
+        if len(pairs) >= 2:
+            mean, low, high = geometric_interval(pairs)
+            rows.append(
+                {
+                    "workload": name,
+                    "figure": f"fit throughput per pair: geometric mean of {len(pairs)} ratios "
+                    f"[95 % interval {low:.3f}, {high:.3f}]",
+                    "plain": math.nan,
+                    "suite": math.nan,
+                    "ratio": mean,
+                    "target": "",
+                    "met": None,
+                }
+            )
         plain_s = _median([p["fit_s"] for p in fit["plain"]])
         suite_s = _median([s["fit_s"] for s in fit["suite"]])
         rows.append(
@@ -581,8 +639,8 @@ def render(raw: dict, rows: list[dict]) -> str:
         f"Device: {env['device']}; {env['cores']} cores, torch threads {env['threads']}, "
         f"1-minute load average at start {env['load_avg_1m']}. Python {env['python']}, "
         f"torch {env['torch']}, Lightning {env['lightning']}, timm {env['timm']}, "
-        f"numpy {env['numpy']}. Medians of {raw['repeats']} interleaved repeats "
-        "(plain, suite, plain, suite, ...).",
+        f"numpy {env['numpy']}. Medians of {raw['repeats']} interleaved repeats in alternating "
+        "order (plain first, suite first, suite first, plain first, ...).",
         "",
     ]
     for name, work in raw["workloads"].items():
@@ -627,7 +685,7 @@ def run_bench(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    repeats = repeats or (2 if tiny else 3)
+    repeats = repeats or (2 if tiny else 4)
     threads = threads or torch_threads(None)
     processes = (not tiny) if processes is None else processes
     raw: dict = {"tiny": tiny, "repeats": repeats, "device": device, "workloads": {}}

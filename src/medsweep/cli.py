@@ -130,16 +130,17 @@ def _add_bench_command(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="the suite's fit throughput and start-up against a plain PyTorch loop",
         description=(
-            "Run the benchmark workloads as interleaved repeats (plain loop, suite, plain, suite, "
-            "...) and write OUT/benchmarks.md (medians and ratios against the plain loop) and "
-            "OUT/bench.json (every recorded time)."
+            "Run the benchmark workloads as interleaved repeats in alternating order (plain loop "
+            "first, suite first, suite first, plain first, ...) and write OUT/benchmarks.md "
+            "(medians and ratios against the plain loop, the per-pair ratios' geometric mean "
+            "with its 95 % interval) and OUT/bench.json (every recorded time)."
         ),
     )
     parser.add_argument("--out", type=Path, default=Path("docs"), help="output folder")
     parser.add_argument(
         "--tiny", action="store_true", help="a few images, small models: seconds, not minutes"
     )
-    parser.add_argument("--repeats", type=int, help="repeats of each (default 3; --tiny 2)")
+    parser.add_argument("--repeats", type=int, help="repeats of each (default 4; --tiny 2)")
     parser.add_argument(
         "--device",
         choices=("cpu", "cuda"),
