@@ -50,8 +50,11 @@ def test_tiny_bench_writes_a_table_of_both_workloads(tiny_bench: Path) -> None:
 def test_tiny_bench_ratios_come_from_the_recorded_times(tiny_bench: Path) -> None:
     raw = json.loads((tiny_bench / "bench.json").read_text())
     assert raw["tiny"] is True and raw["repeats"] == 2
+    assert list(raw["workloads"]) == ["small", "memory", "fixed"]
     table = _table_rows((tiny_bench / "benchmarks.md").read_text())
     for name, work in raw["workloads"].items():
+        if name == "fixed":
+            continue
         plain, suite = work["fit"]["plain"], work["fit"]["suite"]
         assert len(plain) == len(suite) == 2
         # every run trained the same images for the same epochs
@@ -67,6 +70,42 @@ def test_tiny_bench_ratios_come_from_the_recorded_times(tiny_bench: Path) -> Non
         step = statistics.median(work["loader"]["step_img_s"])
         row = next(r for r in table if r[0] == name and r[1].startswith("training loader"))
         assert float(row[4]) == pytest.approx(loader / step, rel=1e-2)
+
+
+def test_tiny_bench_fixed_cost_is_the_median_of_pair_differences(tiny_bench: Path) -> None:
+    raw = json.loads((tiny_bench / "bench.json").read_text())
+    fixed = raw["workloads"]["fixed"]
+    assert fixed["fixed_cost"] is True and "loader" not in fixed
+    assert "model=mlp" in fixed["overrides"] and "data.image_size=8" in fixed["overrides"]
+    plain, suite = fixed["fit"]["plain"], fixed["fit"]["suite"]
+    assert {p["images"] for p in plain} == {s["images"] for s in suite}
+    table = _table_rows((tiny_bench / "benchmarks.md").read_text())
+    rows = {r[1]: r for r in table if r[0] == "fixed"}
+    assert set(rows) == {
+        "fit seconds",
+        "the loop's own cost per fit: suite - plain seconds, median of pairs",
+    }
+    extra = statistics.median(s["fit_s"] - p["fit_s"] for p, s in zip(plain, suite))
+    row = rows["the loop's own cost per fit: suite - plain seconds, median of pairs"]
+    assert float(row[3]) == pytest.approx(extra, rel=1e-2, abs=1e-3)
+    assert float(rows["fit seconds"][2]) == pytest.approx(
+        statistics.median(p["fit_s"] for p in plain), rel=1e-2
+    )
+    assert row[6] == "" and row[5] == ""  # a measurement, no target
+
+
+def test_fixed_cost_rows_use_per_pair_differences() -> None:
+    raw = _raw([1.0, 2.0, 3.0], [1.5, 2.2, 3.9])
+    raw["workloads"]["w"]["fixed_cost"] = True
+    rows = {r["figure"]: r for r in summarize(raw)}
+    assert set(rows) == {
+        "fit seconds",
+        "the loop's own cost per fit: suite - plain seconds, median of pairs",
+    }
+    assert (rows["fit seconds"]["plain"], rows["fit seconds"]["suite"]) == (2.0, 2.2)
+    # the differences 0.5, 0.2, 0.9 -> 0.5 (the difference of the medians would be 0.2)
+    cost = rows["the loop's own cost per fit: suite - plain seconds, median of pairs"]
+    assert cost["suite"] == pytest.approx(0.5) and cost["met"] is None
 
 
 def test_tiny_bench_alternates_which_side_runs_first(tiny_bench: Path) -> None:
