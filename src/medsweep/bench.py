@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,7 +291,7 @@ def fit_pairs(
     train_xy, val_xy = _stack(dm.datasets["train"]), _stack(dm.datasets["val"])
     torch.set_num_threads(threads)
 
-    def run_plain() -> dict:
+    def run_plain(r: int) -> dict:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         torch.use_deterministic_algorithms(bool(cfg.trainer.get("deterministic", False)))
         model = build_model(cfg, dm)
@@ -311,14 +311,7 @@ def fit_pairs(
             "started_at": started,
         }
 
-    plain, suite = [], []
-    for r in range(repeats):
-        if plain_first(r):
-            plain.append(run_plain())
-            suite.append(run_suite(r))
-        else:
-            suite.append(run_suite(r))
-            plain.append(run_plain())
+    plain, suite = interleaved(repeats, run_plain, run_suite)
     return {"plain": plain, "suite": suite, "n_train": len(dm.datasets["train"])}
 
 
@@ -329,6 +322,21 @@ def plain_first(repeat: int) -> bool:
     are equal, so a cost of running first and a linear drift of the machine's speed cancel out.
     """
     return repeat % 4 in (0, 3)
+
+
+def interleaved(
+    repeats: int, run_plain: Callable[[int], dict], run_suite: Callable[[int], dict]
+) -> tuple[list[dict], list[dict]]:
+    """``repeats`` pairs of ``run_plain(r)`` and ``run_suite(r)`` in ``plain_first`` order."""
+    plain, suite = [], []
+    for r in range(repeats):
+        if plain_first(r):
+            plain.append(run_plain(r))
+            suite.append(run_suite(r))
+        else:
+            suite.append(run_suite(r))
+            plain.append(run_plain(r))
+    return plain, suite
 
 
 def loader_and_step(
@@ -396,7 +404,6 @@ def process_pairs(
     The first training step is read from each process's own record (``first_step_at``).
     """
     py = sys.executable
-    plain, suite = [], []
     npz = data_dir / f"{work.name}.npz"
     overrides = suite_overrides(work, data_dir, threads)
 
@@ -427,13 +434,7 @@ def process_pairs(
             "started_at": t0,
         }
 
-    for r in range(repeats):
-        if plain_first(r):
-            plain.append(run_plain(r))
-            suite.append(run_suite(r))
-        else:
-            suite.append(run_suite(r))
-            plain.append(run_plain(r))
+    plain, suite = interleaved(repeats, run_plain, run_suite)
     help_s, error_s, value_s = [], [], []
     for _ in range(repeats):
         help_s.append(_process(_train_py(["--help"]))[0])
@@ -519,13 +520,12 @@ def pair_ratios(plain: list[dict], suite: list[dict]) -> list[float]:
 
 
 def geometric_interval(ratios: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Geometric mean of ``ratios`` and its t-interval (the mean and interval of their logs)."""
-    from scipy import stats
+    """Geometric mean of ``ratios`` and its t-interval (the mean and interval of their logs:
+    the paired t-test with no resampling correction)."""
+    from medsweep.report.stats import corrected_resampled_ttest
 
-    logs = np.log(np.asarray(ratios, dtype=float))
-    mean = float(logs.mean())
-    half = float(stats.t.ppf(0.5 + level / 2, len(logs) - 1) * stats.sem(logs))
-    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+    test = corrected_resampled_ttest(np.log(np.asarray(ratios, dtype=float)), 0.0, level)
+    return math.exp(test.mean_diff), math.exp(test.ci_low), math.exp(test.ci_high)
 
 
 def fixed_cost_rows(name: str, fit: dict) -> list[dict]:
