@@ -118,6 +118,28 @@ def test_tiny_bench_alternates_which_side_runs_first(tiny_bench: Path) -> None:
         assert plain[0]["started_at"] + plain[0]["fit_s"] <= suite[0]["started_at"] + 1e-3
 
 
+def test_process_pairs_record_each_process_from_its_own_files(tmp_path: Path) -> None:
+    from medsweep.bench import process_pairs, workloads
+
+    small = workloads(tiny=True)[0]
+    small_npz(tmp_path / "small.npz", **small.npz)
+    done = process_pairs(small, tmp_path, repeats=1, threads=1, scratch=tmp_path)
+    (plain,), (suite,) = done["plain"], done["suite"]
+    assert plain["rc"] == suite["rc"] == 0
+    # repeat 0 runs the plain loop's process first; the suite's starts after it ended
+    assert plain["started_at"] + plain["wall_s"] <= suite["started_at"] + 1e-3
+    # each figure is read from the process's own record
+    plain_rec = json.loads((tmp_path / "plain-process-0.json").read_text())
+    suite_rec = json.loads((tmp_path / "suite-process-0" / "metrics.json").read_text())["timing"]
+    assert plain["fit_s"] == plain_rec["fit_s"] and suite["fit_s"] == suite_rec["fit_s"]
+    assert plain["first_step_s"] == pytest.approx(plain_rec["first_step_at"] - plain["started_at"])
+    assert suite["first_step_s"] == pytest.approx(suite_rec["first_step_at"] - suite["started_at"])
+    for record in (plain, suite):
+        assert 0 < record["first_step_s"] < record["wall_s"]
+        assert 0 < record["fit_s"] < record["wall_s"] - record["first_step_s"] + 1.0
+    assert [len(done[k]) for k in ("help_s", "config_error_s", "value_error_s")] == [1, 1, 1]
+
+
 def test_pairs_run_in_abba_order_so_position_and_drift_cancel() -> None:
     order = ["plain" if plain_first(r) else "suite" for r in range(8)]
     assert order == ["plain", "suite", "suite", "plain"] * 2
